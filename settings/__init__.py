@@ -1,0 +1,38 @@
+"""mailworker's configuration: environment variables in, one frozen :class:`Settings` out.
+
+The variable names are a public contract (see README, "Configuration"). Code asks
+:func:`get_settings` for the process-wide value; it is read on first use, not at import,
+so a producer that never sends never needs SMTP settings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from settings.errors import SettingsError
+from settings.model import DEFAULT_REDIS_URL, Settings, load_settings
+from settings.smtp_url import PoolOptions, SmtpAccount, parse_smtp_url
+
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "PoolOptions",
+    "Settings",
+    "SettingsError",
+    "SmtpAccount",
+    "get_settings",
+    "load_settings",
+    "parse_smtp_url",
+    "reload_settings",
+]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from ``os.environ`` once."""
+    return load_settings()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings and read the environment again (tests, the dev CLI)."""
+    get_settings.cache_clear()
+    return get_settings()

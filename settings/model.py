@@ -1,0 +1,118 @@
+"""The whole configuration, read once from the environment into one frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from settings.errors import SettingsError
+from settings.smtp_url import SmtpAccount, parse_smtp_url
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+class _Environment(BaseModel):
+    """Scalar variables; pydantic does the typing, we turn its errors into SettingsError.
+
+    A plain model fed from one mapping (not BaseSettings, which would also read
+    ``os.environ`` behind our back and make :func:`load_settings` impure).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    REDIS_URL: str = DEFAULT_REDIS_URL
+    SMTP_CA_FILE: Path | None = None
+    SMTP_TIMEOUT: float = Field(default=30.0, gt=0)
+    DEFAULT_FROM_EMAIL: str | None = None
+    SENTRY_DSN: str | None = None
+    MAX_MESSAGE_BYTES: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
+    REDIS_TIMEOUT: float = Field(default=5.0, gt=0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything mailworker reads from its environment. Build it with :func:`load_settings`."""
+
+    redis_url: str
+    accounts: Mapping[str, SmtpAccount]
+    smtp_ca_file: Path | None
+    smtp_timeout: float
+    default_from_email: str | None
+    sentry_dsn: str | None
+    max_message_bytes: int
+    redis_timeout: float
+
+    def account(self, name: str) -> SmtpAccount:
+        try:
+            return self.accounts[name]
+        except KeyError:
+            raise SettingsError(
+                _account_variable(name),
+                f"no SMTP account named {name!r} is configured "
+                f"(configured: {sorted(self.accounts) or 'none'})",
+            ) from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration; raise :class:`SettingsError` naming the variable."""
+    env = dict(os.environ if environ is None else environ)
+    # Empty variables mean "unset", as in most twelve-factor deployments.
+    env = {k: v for k, v in env.items() if v != ""}
+    try:
+        scalars = _Environment.model_validate(_only_known(env))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise SettingsError(str(error["loc"][0]), error["msg"]) from None
+
+    if scalars.SMTP_CA_FILE is not None and not scalars.SMTP_CA_FILE.is_file():
+        raise SettingsError("SMTP_CA_FILE", f"{scalars.SMTP_CA_FILE} is not a readable file")
+    if not scalars.REDIS_URL.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+        raise SettingsError("REDIS_URL", "use redis://, rediss://, unix:// or sentinel://")
+
+    return Settings(
+        redis_url=scalars.REDIS_URL,
+        accounts=_accounts(env),
+        smtp_ca_file=scalars.SMTP_CA_FILE,
+        smtp_timeout=scalars.SMTP_TIMEOUT,
+        default_from_email=_from_email(scalars.DEFAULT_FROM_EMAIL),
+        sentry_dsn=scalars.SENTRY_DSN,
+        max_message_bytes=scalars.MAX_MESSAGE_BYTES,
+        redis_timeout=scalars.REDIS_TIMEOUT,
+    )
+
+
+def _only_known(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k in _Environment.model_fields}
+
+
+def _accounts(env: Mapping[str, str]) -> dict[str, SmtpAccount]:
+    accounts: dict[str, SmtpAccount] = {}
+    for variable in sorted(env):
+        if variable == "SMTP_URL" or variable.startswith("SMTP_URL_"):
+            account = parse_smtp_url(variable, env[variable])
+            if account.name in accounts:
+                raise SettingsError(variable, f"account {account.name!r} is defined twice")
+            accounts[account.name] = account
+    return accounts
+
+
+def _account_variable(name: str) -> str:
+    return "SMTP_URL" if name == "default" else f"SMTP_URL_{name.upper()}"
+
+
+def _from_email(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        validate_email(
+            value, check_deliverability=False, allow_display_name=True, allow_smtputf8=True
+        )
+    except EmailNotValidError as exc:
+        raise SettingsError("DEFAULT_FROM_EMAIL", str(exc)) from None
+    return value  # kept as written ("App <app@example.com>"); parsed again per job

@@ -1,0 +1,144 @@
+"""Parse ``SMTP_URL`` / ``SMTP_URL_<NAME>`` into an :class:`SmtpAccount`.
+
+Schemes (the public contract):
+
+* ``smtp+starttls://user:pass@host:587``: plaintext connect, STARTTLS *required*.
+* ``smtps://user:pass@host:465``: implicit TLS from the first byte.
+* ``smtp://host:25``: a local relay, only without credentials (AUTH never goes in clear).
+
+Query parameters tune the per-process connection pool (see :class:`PoolOptions`) and,
+for ``auth=xoauth2``, the OAuth2 token source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import SecretStr
+
+from settings.errors import SettingsError
+
+Security = Literal["starttls", "tls", "none"]
+
+_SCHEMES: dict[str, tuple[Security, int]] = {
+    "smtp+starttls": ("starttls", 587),
+    "smtps": ("tls", 465),
+    "smtp": ("none", 25),
+}
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """How one worker process keeps connections to one account.
+
+    Defaults suit the big providers: a few connections, recycled before the provider does it
+    for us, and a NOOP probe after 5 s idle because some servers drop sessions after ~10 s.
+    """
+
+    max_connections: int = 4
+    max_messages: int = 100
+    max_age: float = 300.0
+    idle_check: float = 5.0
+    acquire_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class SmtpAccount:
+    """One SMTP submission account. Its ``repr`` never shows the password."""
+
+    name: str
+    host: str
+    port: int
+    security: Security
+    username: str | None = None
+    password: SecretStr | None = field(default=None, repr=False)
+    auth: Literal["password", "xoauth2"] = "password"
+    token_url: str | None = None
+    client_id: str | None = None
+    scope: str | None = None
+    pool: PoolOptions = field(default_factory=PoolOptions)
+
+    @property
+    def variable(self) -> str:
+        """The environment variable this account was read from."""
+        return "SMTP_URL" if self.name == "default" else f"SMTP_URL_{self.name.upper()}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def account_name(variable: str) -> str:
+    """``SMTP_URL`` → ``default``; ``SMTP_URL_BULK`` → ``bulk``."""
+    if variable == "SMTP_URL":
+        return "default"
+    return variable.removeprefix("SMTP_URL_").lower()
+
+
+def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
+    """Parse one account URL; every problem raises :class:`SettingsError` naming ``variable``."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in _SCHEMES:
+        raise SettingsError(
+            variable,
+            f"unsupported scheme {parts.scheme!r}; use smtp+starttls://user:pass@host:587, "
+            "smtps://user:pass@host:465 or smtp://host:25 (a local relay without AUTH)",
+        )
+    security, default_port = _SCHEMES[parts.scheme]
+    if not parts.hostname:
+        raise SettingsError(variable, "the URL has no host")
+    try:
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise SettingsError(variable, f"bad port: {exc}") from None
+
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    auth = options.pop("auth", "password")
+    if auth not in ("password", "xoauth2"):
+        raise SettingsError(variable, f"auth={auth!r}: use auth=password or auth=xoauth2")
+    if (username or password) and security == "none":
+        raise SettingsError(
+            variable,
+            "credentials on a plaintext smtp:// URL are refused (AUTH would travel in clear); "
+            "use smtp+starttls:// (port 587) or smtps:// (port 465)",
+        )
+    if auth == "xoauth2" and not username:
+        raise SettingsError(variable, "auth=xoauth2 needs a user name (the mailbox) in the URL")
+
+    return SmtpAccount(
+        name=account_name(variable),
+        host=parts.hostname,
+        port=port,
+        security=security,
+        username=username,
+        password=SecretStr(password) if password is not None else None,
+        auth=auth,  # type: ignore[arg-type]
+        token_url=options.pop("token_url", None),
+        client_id=options.pop("client_id", None),
+        scope=options.pop("scope", None),
+        pool=_pool_options(variable, options),
+    )
+
+
+def _pool_options(variable: str, options: dict[str, str]) -> PoolOptions:
+    known = {f.name: f.type for f in fields(PoolOptions)}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SettingsError(
+            variable, f"unknown query parameter(s) {unknown}; known: {sorted(known) + ['auth']}"
+        )
+    values: dict[str, float | int] = {}
+    for name, raw in options.items():
+        cast = int if known[name] in (int, "int") else float
+        try:
+            value = cast(raw)
+        except ValueError:
+            raise SettingsError(variable, f"{name}={raw!r} is not a number") from None
+        if value <= 0:
+            raise SettingsError(variable, f"{name}={raw!r} must be positive")
+        values[name] = value
+    return PoolOptions(**values)  # type: ignore[arg-type]

@@ -1,0 +1,76 @@
+"""The Celery application, configured for email from :mod:`settings` on first use.
+
+Producers and workers share this app; it imports nothing SMTP-related, so a web process
+that only calls ``send_email.delay()`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from settings import Settings, get_settings
+
+TRANSACTIONAL_QUEUE = "email"
+SEND_EMAIL_TASK = "mailworker.send_email"
+# How long Redis keeps an unacknowledged job before another worker may take it. A killed
+# worker's jobs come back after this; safe because no job ever waits in a worker's memory
+# for longer (no long ETAs are used).
+VISIBILITY_TIMEOUT = 300
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings chosen for email delivery (see README, "Why these Celery settings")."""
+    transport = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "socket_connect_timeout": settings.redis_timeout,
+        "socket_timeout": settings.redis_timeout,
+        "global_keyprefix": "mailworker:celery:",
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": transport,
+        "broker_connection_timeout": settings.redis_timeout,
+        "broker_connection_retry_on_startup": True,
+        # A producer must fail fast when Redis is down, not hang a web request.
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
+        },
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "result_accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "task_default_queue": TRANSACTIONAL_QUEUE,
+        "task_queues": [Queue(TRANSACTIONAL_QUEUE)],
+        "task_routes": {SEND_EMAIL_TASK: {"queue": TRANSACTIONAL_QUEUE}},
+        "task_create_missing_queues": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+app = Celery("mailworker")
+# A callable default is evaluated lazily, on first access to app.conf: settings are read
+# when the app is used, not when it is imported.
+app.add_defaults(lambda: celery_config(get_settings()))
+
+
+def configure_app(settings: Settings | None = None) -> None:
+    """Apply (new) settings to the app and drop connections made with the old ones.
+
+    Normal processes never need this: the app reads the settings on first use. Tests and the
+    demo, which change the environment after the app may have been touched, call it.
+    """
+    app.conf.update(celery_config(settings or get_settings()))
+    app.close()  # forget pooled broker connections to the previous REDIS_URL

@@ -1,0 +1,45 @@
+"""Errors a producer sees at enqueue time, before anything reaches Redis.
+
+InvalidEmail (ValueError)          any bad argument to send_email.delay(); ``.field`` names it
+├── InvalidAddress                 an address email-validator refuses, or no recipient at all
+├── HeaderInjection                CR, LF or NUL in a header name or value
+├── InvalidAttachment              missing keys, bad base64, bad MIME type
+├── MessageTooLarge                over MAX_MESSAGE_BYTES
+└── UnknownAccount                 ``account=`` names no configured SMTP_URL_<NAME>
+QueueUnavailable (ConnectionError) Redis did not answer within REDIS_TIMEOUT
+"""
+
+from __future__ import annotations
+
+
+class InvalidEmail(ValueError):
+    """``send_email`` refused its arguments; nothing was queued."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class InvalidAddress(InvalidEmail):
+    pass
+
+
+class HeaderInjection(InvalidEmail):
+    pass
+
+
+class InvalidAttachment(InvalidEmail):
+    pass
+
+
+class MessageTooLarge(InvalidEmail):
+    pass
+
+
+class UnknownAccount(InvalidEmail):
+    pass
+
+
+class QueueUnavailable(ConnectionError):
+    """The broker could not take the job; the caller should retry or report it."""

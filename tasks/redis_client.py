@@ -1,0 +1,29 @@
+"""One Redis client per process for mailworker's own keys (status, ledgers, limits)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import redis
+
+from settings import get_settings
+
+KEY_PREFIX = "mailworker:"
+
+
+@lru_cache(maxsize=1)
+def get_redis() -> redis.Redis:
+    """A client for ``REDIS_URL`` with short timeouts; redis-py reconnects after a fork."""
+    settings = get_settings()
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        decode_responses=True,
+        health_check_interval=30,
+    )
+
+
+def reset_redis() -> None:
+    """Drop the cached client (after :func:`settings.reload_settings`)."""
+    get_redis.cache_clear()

@@ -1,0 +1,78 @@
+"""``send_email``: the producer API and the Celery task it enqueues.
+
+``send_email.delay(...)`` validates in the calling process (see :mod:`tasks.validation`)
+and publishes one JSON job to the ``email`` queue. In a worker, the task is a thin adapter:
+it decodes the job and hands it to the delivery pipeline in :mod:`worker`, imported lazily
+so producers never load aiosmtplib.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
+
+from settings import get_settings
+from tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
+from tasks.errors import InvalidEmail, QueueUnavailable
+from tasks.job import EmailJob
+from tasks.redis_client import get_redis
+from tasks.status import record_status, status_key
+from tasks.validation import build_job
+
+
+class SendEmailTask(Task):
+    """A task whose ``apply_async`` validates before publishing."""
+
+    typing = False  # arguments are checked by build_job, with better errors than Celery's
+
+    def apply_async(  # type: ignore[override]
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        if args:
+            raise InvalidEmail("args", "send_email takes keyword arguments only")
+        job = build_job(get_settings(), kwargs or {})
+        return enqueue(job, queue=options.pop("queue", TRANSACTIONAL_QUEUE), **options)
+
+
+# The decorator is lazy: the app (and so the settings) is configured on first use of the
+# task, not when a producer imports it.
+@app.task(base=SendEmailTask, name=SEND_EMAIL_TASK, bind=True)
+def send_email(self: SendEmailTask, job: dict[str, Any]) -> dict[str, Any]:
+    from worker.task_runner import run_job  # the worker side; never loaded by producers
+
+    return run_job(self, job)
+
+
+def enqueue(job: EmailJob, *, queue: str = TRANSACTIONAL_QUEUE, **options: Any) -> AsyncResult:
+    """Publish an already-validated job; the job id becomes the Celery task id."""
+    try:
+        record_status(job.id, "queued", account=job.account, attempt=job.attempt)
+        return app.send_task(
+            SEND_EMAIL_TASK,
+            kwargs={"job": job.to_payload()},
+            task_id=job.id,
+            queue=queue,
+            # What Celery logs, events and Flower show instead of the payload: no addresses.
+            argsrepr="()",
+            kwargsrepr=f"{{'job': '{job.id}'}}",
+            **options,
+        )
+    except (OperationalError, ConnectionError, TimeoutError) as exc:
+        _forget(job.id)
+        raise QueueUnavailable(
+            f"could not queue email job {job.id}: Redis at REDIS_URL did not answer ({exc}); "
+            "check that Redis is running and reachable, then retry"
+        ) from exc
+
+
+def _forget(job_id: str) -> None:
+    try:
+        get_redis().delete(status_key(job_id))
+    except Exception:  # noqa: BLE001 - Redis is already known to be failing
+        pass

@@ -1,0 +1,67 @@
+"""The mailworker command line, run as a real subprocess against the test servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.helpers import wait_for_status
+
+
+def mailworker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_succeeds_against_the_test_server(environment: dict[str, str]) -> None:
+    run = mailworker("check", "default", "implicit", env=environment)
+    assert run.returncode == 0, run.stderr
+    assert "default" in run.stdout and "ok" in run.stdout
+    assert "TLSv1.3" in run.stdout or "TLSv1.2" in run.stdout
+    assert "PLAIN" in run.stdout and "expires" in run.stdout
+    assert PASSWORD not in run.stdout + run.stderr
+
+
+def test_check_with_a_wrong_password_gives_advice(environment: dict[str, str]) -> None:
+    run = mailworker("check", "badpass", env=environment)
+    assert run.returncode == 1
+    assert "535" in run.stdout and "SMTP_URL_BADPASS" in run.stdout
+    assert "wrong-password" not in run.stdout + run.stderr
+
+
+def test_check_without_starttls_explains_the_port(environment: dict[str, str]) -> None:
+    run = mailworker("check", "notls", env=environment)
+    assert run.returncode == 1 and "without STARTTLS" in run.stdout
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_send_prints_a_job_id_that_gets_delivered(environment: dict[str, str]) -> None:
+    run = mailworker(
+        "send", "--to", "ann@example.com", "--subject", "CLI", "--text", "hi", env=environment
+    )
+    assert run.returncode == 0, run.stderr
+    job_id = run.stdout.strip()
+    wait_for_status(job_id, "sent")
+    shown = mailworker("status", job_id, env=environment)
+    assert "sent" in shown.stdout
+
+
+def test_send_with_bad_input_exits_2_with_the_reason(environment: dict[str, str]) -> None:
+    run = mailworker("send", "--to", "nobody", "--subject", "x", "--text", "x", env=environment)
+    assert run.returncode == 2 and "to:" in run.stderr
+
+
+def test_help_reads_well() -> None:
+    run = mailworker("--help", env={})
+    assert run.returncode == 0
+    for command in ("send", "check", "status", "devserver", "demo"):
+        assert command in run.stdout

@@ -1,0 +1,73 @@
+"""Settings: one frozen object from the environment; every bad value names its variable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from settings import SettingsError, load_settings, parse_smtp_url
+
+
+def test_accounts_are_read_from_smtp_url_variables_and_credentials_percent_decoded() -> None:
+    settings = load_settings(
+        {
+            "SMTP_URL": "smtp+starttls://me%40corp.example:p%40ss%3Aw%2Frd@smtp.example:587",
+            "SMTP_URL_BULK": "smtps://bulk:secret@bulk.example",
+            "SMTP_URL_RELAY": "smtp://relay.internal",
+        }
+    )
+    default = settings.account("default")
+    assert (default.host, default.port, default.security) == ("smtp.example", 587, "starttls")
+    assert default.username == "me@corp.example"
+    assert default.password is not None and default.password.get_secret_value() == "p@ss:w/rd"
+    assert settings.account("bulk").port == 465 and settings.account("bulk").security == "tls"
+    assert settings.account("relay").username is None
+
+
+def test_settings_are_frozen_and_never_show_the_password() -> None:
+    settings = load_settings({"SMTP_URL": "smtps://u:TopSecret42@h"})
+    assert "TopSecret42" not in repr(settings) and "TopSecret42" not in str(settings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.redis_url = "redis://elsewhere"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "words"),
+    [
+        ({"SMTP_URL": "smtp://user:pw@relay:25"}, "SMTP_URL", "plaintext"),
+        ({"SMTP_URL_BULK": "http://h"}, "SMTP_URL_BULK", "unsupported scheme"),
+        ({"SMTP_URL": "smtps://u:p@h:notaport"}, "SMTP_URL", "port"),
+        ({"SMTP_URL": "smtps://u:p@h?max_connections=zero"}, "SMTP_URL", "not a number"),
+        ({"SMTP_URL": "smtps://u:p@h?colour=blue"}, "SMTP_URL", "unknown query"),
+        ({"SMTP_TIMEOUT": "soon"}, "SMTP_TIMEOUT", "number"),
+        ({"SMTP_TIMEOUT": "-1"}, "SMTP_TIMEOUT", "greater than 0"),
+        ({"SMTP_CA_FILE": "/no/such/file.pem"}, "SMTP_CA_FILE", "not a readable file"),
+        ({"DEFAULT_FROM_EMAIL": "not-an-address"}, "DEFAULT_FROM_EMAIL", "@"),
+        ({"REDIS_URL": "http://localhost"}, "REDIS_URL", "redis://"),
+    ],
+)
+def test_a_bad_value_fails_naming_the_variable(
+    environ: dict[str, str], variable: str, words: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert words in str(caught.value)
+
+
+def test_pool_options_come_from_query_parameters() -> None:
+    account = parse_smtp_url("SMTP_URL", "smtps://u:p@h?max_connections=2&max_messages=50")
+    assert account.pool.max_connections == 2 and account.pool.max_messages == 50
+    assert account.pool.idle_check < 10  # providers drop idle sessions after about 10 s
+
+
+def test_unknown_account_names_the_variable_to_set() -> None:
+    with pytest.raises(SettingsError, match="SMTP_URL_MARKETING"):
+        load_settings({}).account("marketing")
+
+
+def test_rediss_url_with_cert_reqs_is_accepted() -> None:
+    url = "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=none"
+    assert load_settings({"REDIS_URL": url}).redis_url == url

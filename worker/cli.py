@@ -1,0 +1,203 @@
+"""The ``mailworker`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from settings import SettingsError, get_settings
+
+console = Console()
+errors = Console(stderr=True)
+
+# Exit codes mean something to scripts: 1 = the thing checked is broken, 2 = usage or config.
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _fail(message: str, code: int = EXIT_CONFIG) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """mailworker: queue email in Redis, deliver it with Celery over pooled TLS SMTP.
+
+    Configuration comes from the environment (REDIS_URL, SMTP_URL, SMTP_URL_<NAME>, ...);
+    see the README. Start a worker with:  celery -A worker worker -Q email
+    """
+
+
+@main.command()
+@click.option("--to", "to", multiple=True, required=True, help="Recipient; repeat for more.")
+@click.option("--subject", required=True, help="Subject line.")
+@click.option("--text", help="Plain-text body.")
+@click.option("--html", help="HTML body.")
+@click.option("--from", "from_email", help="Sender (default: DEFAULT_FROM_EMAIL).")
+@click.option("--cc", multiple=True, help="Cc recipient; repeat for more.")
+@click.option("--bcc", multiple=True, help="Bcc recipient; repeat for more.")
+@click.option("--account", default="default", show_default=True, help="SMTP account name.")
+def send(
+    to: tuple[str, ...],
+    subject: str,
+    text: str | None,
+    html: str | None,
+    from_email: str | None,
+    cc: tuple[str, ...],
+    bcc: tuple[str, ...],
+    account: str,
+) -> None:
+    """Queue one message and print its job id."""
+    from tasks import InvalidEmail, QueueUnavailable, send_email
+
+    try:
+        result = send_email.delay(
+            to=list(to),
+            subject=subject,
+            text=text,
+            html=html,
+            from_email=from_email,
+            cc=list(cc),
+            bcc=list(bcc),
+            account=account,
+        )
+    except (InvalidEmail, SettingsError) as exc:
+        _fail(str(exc))
+    except QueueUnavailable as exc:
+        _fail(str(exc), EXIT_FAILED)
+    click.echo(result.id)
+
+
+@main.command()
+@click.argument("accounts", nargs=-1)
+def check(accounts: tuple[str, ...]) -> None:
+    """Connect to each account (TLS, AUTH, QUIT) and say what was found.
+
+    With no ACCOUNTS, checks every configured account. Exits 1 if any check fails.
+    """
+    from worker.check import check_account
+
+    settings = _settings()
+    names = list(accounts) or sorted(settings.accounts)
+    if not names:
+        _fail("no SMTP account configured: set SMTP_URL (e.g. smtp+starttls://user:pass@host:587)")
+    failed = False
+    for name in names:
+        try:
+            account = settings.account(name)
+        except SettingsError as exc:
+            _fail(str(exc))
+        report = asyncio.run(check_account(account, settings))
+        failed |= not report.ok
+        mark = "[green]ok[/]" if report.ok else "[red]FAILED[/]"
+        console.print(f"[bold]{name}[/] ({account.address}, {account.security}): {mark}")
+        rows = [
+            ("TLS", report.tls_version),
+            ("certificate", report.certificate_subject),
+            ("expires", report.certificate_expires),
+            ("AUTH offered", " ".join(report.auth_mechanisms) or None),
+            ("authenticated as", report.authenticated_as),
+            ("error", report.error),
+            ("what to do", report.advice),
+        ]
+        for label, value in rows:
+            if value:
+                console.print(f"  {label:>17}: {value}", highlight=False)
+    sys.exit(EXIT_FAILED if failed else 0)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+def status(job_id: str, as_json: bool) -> None:
+    """Show what happened to a job."""
+    from tasks import status as job_status
+
+    _settings()
+    record = job_status(job_id)
+    if record is None:
+        _fail(f"no status for job {job_id} (unknown, or older than its 7-day TTL)", EXIT_FAILED)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in sorted(record.items()):
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    console.print(table)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8587, show_default=True, type=int)
+@click.option(
+    "--tls", type=click.Choice(["starttls", "implicit"]), default="starttls", show_default=True
+)
+@click.option("--user", default="dev@example.com", show_default=True)
+@click.option("--password", help="Default: a random one, printed at start.")
+@click.option(
+    "--certs",
+    default=".mailworker-dev",
+    show_default=True,
+    help="Where to write the throwaway CA certificate.",
+)
+def devserver(host: str, port: int, tls: str, user: str, password: str | None, certs: str) -> None:
+    """Run a local SMTP server that requires TLS and AUTH, and print what it receives."""
+    import secrets
+    import threading
+    from pathlib import Path
+
+    from worker.devserver import DevServer
+
+    password = password or secrets.token_urlsafe(12)
+
+    def show(message: Any) -> None:
+        console.print(
+            f"[green]received[/] from {message.mail_from} to "
+            f"{', '.join(message.rcpt_tos)}: {message.message['Subject']!r}"
+        )
+
+    server = DevServer(
+        tls=tls,
+        host=host,
+        port=port,
+        users={user: password},  # type: ignore[arg-type]
+        certificate_dir=Path(certs),
+        on_message=show,
+    ).start()
+    console.print("SMTP dev server running. Point mailworker at it with:\n")
+    console.print(f"  export SMTP_URL='{server.url()}'", highlight=False)
+    console.print(f"  export SMTP_CA_FILE='{server.ca_file}'\n", highlight=False)
+    console.print("Press Ctrl-C to stop.")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@main.command()
+@click.option("--count", default=5, show_default=True, help="How many messages to send.")
+def demo(count: int) -> None:
+    """Start a dev SMTP server and a worker, send real mail through Redis, show what arrived."""
+    from worker.demo import run_demo
+
+    sys.exit(run_demo(console, count))
+
+
+def _settings() -> Any:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

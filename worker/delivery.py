@@ -1,0 +1,113 @@
+"""Deliver one job over a pooled session: the Celery-free core of the worker.
+
+``deliver`` returns a :class:`DeliveryReport` (which recipients were accepted, which refused
+and how) or raises a :class:`~worker.errors.DeliveryError` when no recipient could be tried.
+Partial refusal is a result, not an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from settings import SmtpAccount
+from tasks.job import EmailJob
+from worker.errors import PermanentFailure, TransientFailure, translate
+from worker.message import Envelope, build_envelope
+from worker.pool import ConnectionPool, Session
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: int
+    message: str
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    job_id: str
+    account: str
+    accepted: tuple[str, ...]
+    refused: Mapping[str, Refusal] = field(default_factory=dict)
+    reply: str = ""
+
+
+async def deliver(
+    job: EmailJob, account: SmtpAccount, pool: ConnectionPool, *, timeout: float
+) -> DeliveryReport:
+    """Send ``job`` to its not-yet-delivered recipients within ``timeout`` seconds."""
+    envelope = build_envelope(job)
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                return await _send_once(job, account, pool, envelope)
+            except _StaleSession:
+                # A reused session died under us (idle drop, 421): that attempt never reached
+                # the server's queue, so the message goes out once more on a fresh session.
+                return await _send_once(job, account, pool, envelope, allow_stale_retry=False)
+    except TimeoutError as exc:
+        raise TransientFailure(
+            account.name,
+            f"account {account.name!r}: no answer from {account.address} "
+            f"within SMTP_TIMEOUT={timeout} s",
+        ) from exc
+
+
+class _StaleSession(Exception):
+    pass
+
+
+async def _send_once(
+    job: EmailJob,
+    account: SmtpAccount,
+    pool: ConnectionPool,
+    envelope: Envelope,
+    *,
+    allow_stale_retry: bool = True,
+) -> DeliveryReport:
+    async with pool.session() as session:
+        try:
+            refused, reply = await _transaction(session, envelope, account)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = {e.recipient: Refusal(e.code, e.message) for e in exc.recipients}
+            return DeliveryReport(job.id, account.name, accepted=(), refused=refused)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException) as exc:
+            if allow_stale_retry and session.reused and _session_lost(exc):
+                raise _StaleSession from exc
+            raise translate(exc, account) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise translate(exc, account) from exc
+    accepted = tuple(r for r in envelope.recipients if r not in refused)
+    return DeliveryReport(job.id, account.name, accepted=accepted, refused=refused, reply=reply)
+
+
+async def _transaction(
+    session: Session, envelope: Envelope, account: SmtpAccount
+) -> tuple[dict[str, Refusal], str]:
+    smtp = session.smtp
+    options = []
+    if envelope.smtputf8:
+        if not smtp.supports_extension("smtputf8"):
+            raise PermanentFailure(
+                account.name,
+                "an address needs SMTPUTF8 (non-ASCII local part) and the server "
+                "does not support it",
+            )
+        options.append("SMTPUTF8")
+    refused, reply = await smtp.sendmail(
+        envelope.sender, list(envelope.recipients), envelope.data, mail_options=options
+    )
+    return {r: Refusal(resp.code, resp.message) for r, resp in refused.items()}, reply
+
+
+def _session_lost(exc: Exception) -> bool:
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return True
+    return isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 421

@@ -1,0 +1,89 @@
+"""Find a Redis to use for the demo and the tests, or start a private one.
+
+A private ``redis-server`` listens on a free loopback port, keeps nothing on disk and is
+stopped with the process that started it. If no binary exists, :class:`RedisUnavailable`
+says in one line how to install it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+import redis
+
+from worker.devserver import free_port
+
+INSTALL_HINT = (
+    "no Redis answers and no redis-server binary was found: install it with "
+    "'sudo apt-get install redis-server' (Debian/Ubuntu) or 'brew install redis' (macOS)"
+)
+
+
+class RedisUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class PrivateRedis:
+    url: str
+    process: subprocess.Popen[bytes]
+    directory: tempfile.TemporaryDirectory[str]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.directory.cleanup()
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        with client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def start_private_redis() -> PrivateRedis:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RedisUnavailable(INSTALL_HINT)
+    port = free_port()
+    directory = tempfile.TemporaryDirectory(prefix="mailworker-redis-")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory.name,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not answers(url, 0.2):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            directory.cleanup()
+            raise RedisUnavailable(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+    return PrivateRedis(url=url, process=process, directory=directory)

@@ -1,0 +1,114 @@
+"""Delivery errors, and the one place aiosmtplib's exceptions are translated into them.
+
+DeliveryError                    ``.account``, ``.code``, ``.reply``; never a password
+├── TransientFailure             try again later: 4xx, timeouts, dropped connections
+├── PermanentFailure             5xx for the whole message: retrying cannot help
+└── AccountProblem               the account, not the message, is broken: needs an operator
+    ├── AuthenticationRefused    535 and friends: wrong password or token
+    ├── TlsUnavailable           STARTTLS not offered where it is required
+    └── CertificateRejected      the server's certificate did not verify
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import aiosmtplib
+
+from settings import SmtpAccount
+
+
+class DeliveryError(Exception):
+    """Sending failed. ``str()`` explains what happened and what to do."""
+
+    def __init__(
+        self, account: str, message: str, *, code: int | None = None, reply: str = ""
+    ) -> None:
+        self.account = account
+        self.code = code
+        self.reply = reply
+        super().__init__(message)
+
+
+class TransientFailure(DeliveryError):
+    pass
+
+
+class PermanentFailure(DeliveryError):
+    pass
+
+
+class AccountProblem(DeliveryError):
+    pass
+
+
+class AuthenticationRefused(AccountProblem):
+    pass
+
+
+class TlsUnavailable(AccountProblem):
+    pass
+
+
+class CertificateRejected(AccountProblem):
+    pass
+
+
+def translate(exc: BaseException, smtp_account: SmtpAccount) -> DeliveryError:
+    """Map any exception raised while talking SMTP to one :class:`DeliveryError`."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    account, address = smtp_account.name, smtp_account.address
+    certificate_error = _find_cause(exc, ssl.SSLCertVerificationError)
+    if certificate_error is not None:
+        return CertificateRejected(
+            account,
+            f"account {account!r}: the certificate of {address} did not verify "
+            f"({certificate_error.verify_message}); if the server uses a private CA, "
+            "point SMTP_CA_FILE at its certificate",
+        )
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return AuthenticationRefused(
+            account,
+            f"account {account!r}: {address} refused authentication "
+            f"({exc.code} {exc.message}); check the user name and password in "
+            f"{smtp_account.variable}",
+            code=exc.code,
+            reply=exc.message,
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        kind = TransientFailure if 400 <= exc.code < 500 else PermanentFailure
+        return kind(
+            account,
+            f"account {account!r}: {address} replied {exc.code} {exc.message}",
+            code=exc.code,
+            reply=exc.message,
+        )
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = {e.code for e in exc.recipients}
+        kind = TransientFailure if all(400 <= c < 500 for c in codes) else PermanentFailure
+        first = exc.recipients[0]
+        return kind(
+            account,
+            f"account {account!r}: {address} refused every recipient "
+            f"(first: {first.code} {first.message})",
+            code=first.code,
+            reply=first.message,
+        )
+    if isinstance(exc, TimeoutError | ConnectionError | OSError | aiosmtplib.SMTPException):
+        return TransientFailure(
+            account,
+            f"account {account!r}: connection to {address} failed: {type(exc).__name__}: {exc}",
+        )
+    raise exc
+
+
+def _find_cause(
+    exc: BaseException, kind: type[ssl.SSLCertVerificationError]
+) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -1,0 +1,117 @@
+"""What one worker process owns: its event loop, TLS context and connection pools.
+
+Created lazily on first use in the process that uses it, so a prefork child builds its own
+after the fork. Pools are keyed by the account's full configuration, so changed settings
+(a fixed password) get fresh connections instead of stale ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import threading
+from functools import partial
+
+from settings import Settings, SmtpAccount, get_settings
+from tasks.job import EmailJob
+from worker.bridge import LoopThread
+from worker.connection import TokenGetter, open_connection
+from worker.delivery import DeliveryReport, deliver
+from worker.pool import ConnectionPool, PoolStats
+from worker.tls import client_tls_context
+
+# Extra seconds a task waits beyond the send's own deadline, so the deadline fires first
+# inside the loop and the session is cleaned up there.
+_GRACE = 5.0
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._bridge = LoopThread()
+        self._pools: dict[SmtpAccount, ConnectionPool] = {}
+        self._tls: dict[str | None, ssl.SSLContext] = {}
+        self._token_getters: dict[str, TokenGetter] = {}
+        self._hostname = socket.getfqdn()
+
+    def deliver(self, job: EmailJob, settings: Settings | None = None) -> DeliveryReport:
+        settings = settings or get_settings()
+        account = settings.account(job.account)
+        wait = account.pool.acquire_timeout + 2 * settings.smtp_timeout + _GRACE
+        return self._bridge.run(self._deliver(job, account, settings), timeout=wait)
+
+    def pool_stats(self) -> dict[str, PoolStats]:
+        return {account.name: pool.stats() for account, pool in self._pools.items()}
+
+    def set_token_getter(self, account: str, getter: TokenGetter) -> None:
+        self._token_getters[account] = getter
+
+    def close(self, timeout: float = 10.0) -> None:
+        """QUIT every pooled connection, then stop the loop."""
+        if self._bridge.running and self._pools:
+            pools, self._pools = list(self._pools.values()), {}
+            try:
+                self._bridge.run(_close_all(pools), timeout=timeout)
+            except TimeoutError:
+                pass
+        self._bridge.stop()
+
+    async def _deliver(
+        self, job: EmailJob, account: SmtpAccount, settings: Settings
+    ) -> DeliveryReport:
+        pool = self._pools.get(account)
+        if pool is None:
+            pool = self._pools[account] = self._new_pool(account, settings)
+        return await deliver(job, account, pool, timeout=settings.smtp_timeout)
+
+    def _new_pool(self, account: SmtpAccount, settings: Settings) -> ConnectionPool:
+        factory = partial(
+            _open_with_deadline,
+            account,
+            self._tls_context(settings),
+            timeout=settings.smtp_timeout,
+            local_hostname=self._hostname,
+            token_getter=self._token_getters.get(account.name),
+        )
+        return ConnectionPool(factory, account.pool)
+
+    def _tls_context(self, settings: Settings) -> ssl.SSLContext:
+        key = str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+        if key not in self._tls:
+            self._tls[key] = client_tls_context(settings.smtp_ca_file)
+        return self._tls[key]
+
+
+async def _open_with_deadline(
+    account: SmtpAccount, tls: ssl.SSLContext, *, timeout: float, **kwargs
+):  # type: ignore[no-untyped-def]
+    # One deadline for connect + TLS + AUTH together, not only per socket operation.
+    async with asyncio.timeout(timeout):
+        return await open_connection(account, tls, timeout=timeout, **kwargs)
+
+
+async def _close_all(pools: list[ConnectionPool]) -> None:
+    await asyncio.gather(*(pool.close() for pool in pools))
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, created on first use (and again in a forked child)."""
+    global _runtime
+    with _lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            _runtime = Runtime()
+        return _runtime
+
+
+def close_runtime() -> None:
+    global _runtime
+    with _lock:
+        runtime, _runtime = _runtime, None
+    if runtime is not None and runtime.pid == os.getpid():
+        runtime.close()
