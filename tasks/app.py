@@ -54,8 +54,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [Queue(TRANSACTIONAL_QUEUE)],
         "task_routes": {SEND_EMAIL_TASK: {"queue": TRANSACTIONAL_QUEUE}},
         "task_create_missing_queues": True,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Task events cost several Redis writes per message; Flower switches them on in
+        # the workers it watches (or run the worker with -E). See README, "Monitoring".
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
     }
 

@@ -65,7 +65,9 @@ RESERVED_HEADERS = frozenset(
     }
 )
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ":"
-_FORBIDDEN = re.compile(r"[\r\n\x00]")
+# CR, LF, NUL and every other character Python's email package treats as a line break or
+# that has no business in a header (C0 controls but TAB, DEL, NEL, LS, PS).
+_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _MIMETYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
 _MAX_RECIPIENTS = 1000
 _MAX_KEY = 200
@@ -123,7 +125,9 @@ def parse_mailbox(field: str, value: Any) -> Mailbox:
     if not isinstance(value, str):
         raise InvalidAddress(field, f"expected an address string, got {type(value).__name__}")
     if _FORBIDDEN.search(value):
-        raise HeaderInjection(field, "an address must not contain CR, LF or NUL")
+        raise HeaderInjection(
+            field, "an address must not contain CR, LF, NUL or control characters"
+        )
     try:
         result = validate_email(
             value, check_deliverability=False, allow_smtputf8=True, allow_display_name=True
@@ -177,7 +181,9 @@ def _header_value(field: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidEmail(field, f"expected a string, got {type(value).__name__}")
     if _FORBIDDEN.search(value):
-        raise HeaderInjection(field, "header values must not contain CR, LF or NUL")
+        raise HeaderInjection(
+            field, "header values must not contain CR, LF, NUL or other control characters"
+        )
     _check_encodable(field, value)
     return value
 

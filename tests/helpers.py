@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from tasks import status
+from settings import reload_settings
+from tasks import send_email, status
+from worker.commands import celery_worker_argv
 from worker.devserver import DevServer, ReceivedMessage
 
 
@@ -23,3 +29,50 @@ def wait_for_status(job_id: str, *states: str, timeout: float = 30.0) -> dict[st
 
 def messages_of(server: DevServer, job_id: str) -> list[ReceivedMessage]:
     return [m for m in server.messages if job_id.encode() in m.data.split(b"\r\n\r\n")[0]]
+
+
+@contextmanager
+def extra_account(name: str, url: str) -> Iterator[None]:
+    """Configure ``SMTP_URL_<NAME>`` for the duration of a test (producer and in-process worker)."""
+    variable = f"SMTP_URL_{name.upper()}"
+    os.environ[variable] = url
+    reload_settings()
+    try:
+        yield
+    finally:
+        del os.environ[variable]
+        reload_settings()
+
+
+def send_many(count: int, account: str, **extra: Any) -> list[str]:
+    return [
+        send_email.delay(
+            to=f"reader{i}@example.com", subject=f"n{i}", text="x", account=account, **extra
+        ).id
+        for i in range(count)
+    ]
+
+
+def wait_all_sent(job_ids: list[str], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    for job_id in job_ids:
+        wait_for_status(job_id, "sent", timeout=max(0.1, deadline - time.monotonic()))
+
+
+@contextmanager
+def worker_process(
+    queue: str, env: dict[str, str], *, pool: str = "threads", concurrency: int = 4
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``celery -A worker worker`` process consuming ``queue``; killed if left running."""
+    process = subprocess.Popen(
+        celery_worker_argv(
+            queue, pool=pool, concurrency=concurrency, hostname=f"{queue}-{os.getpid()}@%h"
+        ),
+        env={**os.environ, **env},
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

@@ -36,6 +36,12 @@ BAD_INPUTS = [
         {**VALID, "headers": {"X-Bad\r\nName": "v"}}, HeaderInjection, id="crlf-header-name"
     ),
     pytest.param({**VALID, "headers": {"X-Nul": "a\x00b"}}, HeaderInjection, id="nul"),
+    pytest.param({**VALID, "subject": "a\x0cb"}, HeaderInjection, id="form-feed"),
+    pytest.param(
+        {**VALID, "subject": "a\u2028Bcc: v@example.com"},
+        HeaderInjection,
+        id="unicode-line-separator",
+    ),
     pytest.param(
         {**VALID, "headers": {"X-Ünicode": "v"}}, HeaderInjection, id="non-ascii-header-name"
     ),

@@ -16,6 +16,7 @@ from worker.errors import (
     TlsUnavailable,
     TransientFailure,
 )
+from worker.oauth import token_getter_for
 from worker.pool import quit_session
 from worker.tls import client_tls_context
 
@@ -39,7 +40,10 @@ async def check_account(account: SmtpAccount, settings: Settings) -> CheckReport
     try:
         async with asyncio.timeout(settings.smtp_timeout):
             smtp = await open_connection(
-                account, client_tls_context(settings.smtp_ca_file), timeout=settings.smtp_timeout
+                account,
+                client_tls_context(settings.smtp_ca_file),
+                timeout=settings.smtp_timeout,
+                token_getter=token_getter_for(account),
             )
     except DeliveryError as exc:
         report.error = str(exc)

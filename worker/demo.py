@@ -11,7 +11,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from rich.table import Table
 from settings import DEFAULT_REDIS_URL, reload_settings
 from tasks.app import configure_app
 from tasks.redis_client import reset_redis
+from worker.commands import celery_worker_argv
 from worker.devredis import RedisUnavailable, answers, start_private_redis
 from worker.devserver import DevServer
 
@@ -56,26 +56,7 @@ def run_demo(console: Console, count: int) -> int:
     reset_redis()
     console.print(f"SMTP server with STARTTLS + AUTH on {server.host}:{server.port}")
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "-Q",
-            "email",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "4",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"demo-{os.getpid()}@%h",
-        ],
+        celery_worker_argv("email", hostname=f"demo-{os.getpid()}@%h"),
         env=env,
     )
     try:

@@ -17,8 +17,9 @@ from functools import partial
 from settings import Settings, SmtpAccount, get_settings
 from tasks.job import EmailJob
 from worker.bridge import LoopThread
-from worker.connection import TokenGetter, open_connection
+from worker.connection import open_connection
 from worker.delivery import DeliveryReport, deliver
+from worker.oauth import token_getter_for
 from worker.pool import ConnectionPool, PoolStats
 from worker.tls import client_tls_context
 
@@ -33,7 +34,6 @@ class Runtime:
         self._bridge = LoopThread()
         self._pools: dict[SmtpAccount, ConnectionPool] = {}
         self._tls: dict[str | None, ssl.SSLContext] = {}
-        self._token_getters: dict[str, TokenGetter] = {}
         self._hostname = socket.getfqdn()
 
     def deliver(self, job: EmailJob, settings: Settings | None = None) -> DeliveryReport:
@@ -44,9 +44,6 @@ class Runtime:
 
     def pool_stats(self) -> dict[str, PoolStats]:
         return {account.name: pool.stats() for account, pool in self._pools.items()}
-
-    def set_token_getter(self, account: str, getter: TokenGetter) -> None:
-        self._token_getters[account] = getter
 
     def close(self, timeout: float = 10.0) -> None:
         """QUIT every pooled connection, then stop the loop."""
@@ -73,7 +70,7 @@ class Runtime:
             self._tls_context(settings),
             timeout=settings.smtp_timeout,
             local_hostname=self._hostname,
-            token_getter=self._token_getters.get(account.name),
+            token_getter=token_getter_for(account),
         )
         return ConnectionPool(factory, account.pool)
 

@@ -50,6 +50,12 @@ def run_job(task: Task, payload: Any) -> dict[str, Any]:
         _log_attempt(job, "failed", started, exc.code)
         record_status(job.id, "failed", error=str(exc), attempt=job.attempt)
         return {"state": "failed", "reason": str(exc)}
+    except (ValueError, TypeError, UnicodeError) as exc:
+        # A job that passed validation but cannot be built is a bug; record it, keep running.
+        log.exception("job %s could not be built into a message", job.id)
+        reason = f"message could not be built: {type(exc).__name__}"
+        record_status(job.id, "failed", error=reason, attempt=job.attempt)
+        return {"state": "failed", "reason": reason}
     _log_attempt(job, "delivered" if not report.refused else "partial", started, 250)
     return _settle(job, report)
 

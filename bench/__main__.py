@@ -1,0 +1,252 @@
+"""``make bench``: end-to-end throughput of mailworker against the common recipe and the ceiling.
+
+Every scenario runs in the same session against the same SMTP sink (STARTTLS + AUTH, its own
+process) and a private Redis, with the same worker concurrency; numbers are reported as
+ratios to the baseline measured in the same run, because machines here are noisy.
+
+    python -m bench --messages 500 --runs 3 --concurrency 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from bench.sink import COUNTER, LAST, PASSWORD, USER
+from worker.commands import celery_worker_argv
+from worker.devredis import start_private_redis
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss_mb: float | None = None
+
+    def rate(self, count: int) -> float:
+        return count / self.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the mailworker worker during its last run"
+    )
+    args = parser.parse_args()
+
+    private = start_private_redis()
+    certs = Path(tempfile.mkdtemp(prefix="mailworker-bench-"))
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "bench.sink", "--redis", private.url, "--certs", str(certs)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, port, ca_file = sink.stdout.readline().split()  # type: ignore[union-attr]
+        env = {
+            "REDIS_URL": private.url,
+            "SMTP_URL": f"smtp+starttls://{USER.replace('@', '%40')}:{PASSWORD}@127.0.0.1:{port}"
+            f"?max_connections={args.concurrency}&max_messages=100000",
+            "SMTP_CA_FILE": ca_file,
+            "DEFAULT_FROM_EMAIL": "bench@example.com",
+        }
+        os.environ.update(env)
+        bench = Bench(env, redis.Redis.from_url(private.url), args)
+        results = bench.all()
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        sink.wait(10)
+        private.stop()
+    report(results, args)
+
+
+class Bench:
+    def __init__(self, env: dict[str, str], client: redis.Redis, args: argparse.Namespace):
+        self.env = env
+        self.redis = client
+        self.args = args
+        self.offset = 0
+
+    def all(self) -> dict[str, list[Run]]:
+        results: dict[str, list[Run]] = {"baseline": [], "mailworker": [], "ceiling": []}
+        for index in range(self.args.runs):
+            last = index == self.args.runs - 1
+            results["baseline"].append(
+                self.queued("bench.baseline", "bench-baseline", self._baseline_producer())
+            )
+            results["mailworker"].append(
+                self.queued(
+                    "worker",
+                    "email",
+                    self._mailworker_producer(),
+                    profile=self.args.profile and last,
+                )
+            )
+            results["ceiling"].append(self.ceiling())
+            print(
+                f"run {index + 1}: "
+                + ", ".join(
+                    f"{name} {runs[-1].rate(self.args.messages):.0f}/s"
+                    for name, runs in results.items()
+                ),
+                file=sys.stderr,
+            )
+        return results
+
+    def queued(
+        self, app: str, queue: str, produce: Callable[[int], None], *, profile: bool = False
+    ) -> Run:
+        worker = subprocess.Popen(
+            celery_worker_argv(queue, app=app, concurrency=self.args.concurrency, loglevel="ERROR"),
+            env={**os.environ, **self.env},
+        )
+        try:
+            self._reset()
+            produce(1)  # warm-up: the worker is up and has imported everything
+            self._wait_for(1)
+            self._reset()
+            spy = self._profile(worker.pid) if profile else None
+            started = time.time()
+            produce(self.args.messages)
+            finished = self._wait_for(self.args.messages)
+            rss = _peak_rss_mb(worker.pid)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
+            return Run(finished - started, rss)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+
+    def ceiling(self) -> Run:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.ceiling",
+                str(self.args.messages),
+                str(self.args.concurrency),
+            ],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return Run(float(out.stdout.strip()))
+
+    def _baseline_producer(self) -> Callable[[int], None]:
+        from bench.baseline import baseline_send
+
+        def produce(count: int) -> None:
+            for i in range(count):
+                baseline_send.delay(f"reader{i}@example.com", f"baseline {i}", "x")
+
+        return produce
+
+    def _mailworker_producer(self) -> Callable[[int], None]:
+        from settings import reload_settings
+        from tasks import send_email
+        from tasks.app import configure_app
+
+        configure_app(reload_settings())
+
+        def produce(count: int) -> None:
+            for i in range(count):
+                send_email.delay(to=f"reader{i}@example.com", subject=f"mailworker {i}", text="x")
+
+        return produce
+
+    def _reset(self) -> None:
+        # The sink's counter only grows; each scenario counts from where it stands now.
+        time.sleep(0.02)
+        self.offset = int(self.redis.get(COUNTER) or 0)
+
+    def _wait_for(self, count: int, timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while int(self.redis.get(COUNTER) or 0) - self.offset < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.redis.get(COUNTER)} of {count} arrived")
+            time.sleep(0.01)
+        return float(self.redis.get(LAST) or time.time())
+
+    def _profile(self, pid: int) -> subprocess.Popen[bytes] | None:
+        RESULTS.mkdir(exist_ok=True)
+        try:
+            return subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(RESULTS / "profile.txt"),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except FileNotFoundError:
+            print("py-spy not installed; skipping the profile", file=sys.stderr)
+            return None
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
+    count = args.messages
+    median = {
+        name: statistics.median(r.rate(count) for r in runs) for name, runs in results.items()
+    }
+    rss = {name: max((r.peak_rss_mb or 0) for r in runs) for name, runs in results.items()}
+    lines = [
+        f"{count} messages, {args.runs} runs (median), worker concurrency {args.concurrency}, "
+        f"`threads` pool, STARTTLS + AUTH sink on loopback",
+        "",
+        "| scenario | messages/s | vs baseline | vs ceiling | worker peak RSS |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    names = {
+        "baseline": "Celery task + smtplib, connection per message (baseline)",
+        "mailworker": "mailworker (`send_email.delay`, pooled connections)",
+        "ceiling": "raw aiosmtplib, persistent connections, no queue (ceiling)",
+    }
+    for name in ("baseline", "mailworker", "ceiling"):
+        memory = f"{rss[name]:.0f} MB" if rss[name] else "-"
+        lines.append(
+            f"| {names[name]} | {median[name]:.0f} | "
+            f"{median[name] / median['baseline']:.2f}x | "
+            f"{median[name] / median['ceiling']:.0%} | {memory} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The benchmark's SMTP sink: STARTTLS + AUTH, counting accepted messages in Redis.
+
+Runs in its own process so its CPU does not share a GIL with the driver. Prints
+``READY <port> <ca_file>`` when it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from worker.devserver import DevServer
+
+USER, PASSWORD = "bench@example.com", "bench-password"
+COUNTER, LAST = "bench:received", "bench:last_accepted"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--certs", required=True, type=Path)
+    args = parser.parse_args()
+    client = redis.Redis.from_url(args.redis)
+    received = {"count": 0, "last": 0.0}
+
+    def count(_: object) -> None:
+        # In memory only: a Redis write per message would tax the very path being measured.
+        received["count"] += 1
+        received["last"] = time.time()
+
+    def publish_counts() -> None:
+        while True:
+            client.set(COUNTER, received["count"])
+            client.set(LAST, repr(received["last"]))
+            time.sleep(0.005)
+
+    server = DevServer(
+        tls="starttls", users={USER: PASSWORD}, certificate_dir=args.certs, on_message=count
+    ).start()
+    threading.Thread(target=publish_counts, daemon=True).start()
+    print(f"READY {server.port} {server.ca_file}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    print(f"CONNECTIONS {server.log.connections}", file=sys.stderr, flush=True)
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The one ``celery worker`` command line used by the demo, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import sys
+
+
+def celery_worker_argv(
+    queue: str,
+    *,
+    app: str = "worker",
+    pool: str = "threads",
+    concurrency: int = 4,
+    loglevel: str = "WARNING",
+    hostname: str | None = None,
+) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "-Q",
+        queue,
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv += ["--hostname", hostname]
+    return argv
