@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import example, given, settings
+from hypothesis import (
+    example,
+    given,
+    provisional,  # noqa: F401  (imported now, not lazily mid-test)
+    settings,
+)
 from hypothesis import strategies as st
 
 from settings import load_settings
