@@ -7,7 +7,7 @@ with a reason instead of half-understood.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 JOB_VERSION = 1
@@ -43,7 +43,7 @@ class EmailJob:
     created_at: float = 0.0
     attempt: int = 1
     # Recipients that already got a 250: a retry must never send to them again.
-    done: tuple[str, ...] = field(default=())
+    done: tuple[str, ...] = ()
 
     @property
     def recipients(self) -> tuple[str, ...]:

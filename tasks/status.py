@@ -51,7 +51,6 @@ def status(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] 
     record: dict[str, Any] = dict(raw)
     if "recipients" in record:
         record["recipients"] = json.loads(record["recipients"])
-    for name in ("attempt",):
-        if name in record:
-            record[name] = int(record[name])
+    if "attempt" in record:
+        record["attempt"] = int(record["attempt"])
     return record
