@@ -10,7 +10,7 @@ import trustme
 
 from tasks import send_email
 from tests.conftest import PASSWORD, USER
-from tests.helpers import wait_all_sent, worker_process
+from tests.helpers import extra_account, wait_all_sent, worker_process
 from worker.devserver import DevServer
 
 
@@ -25,8 +25,6 @@ def test_sigterm_quits_every_open_connection(
         env = {"SMTP_URL_SHUTDOWN": server.url() + "?max_connections=3"}
         queue = f"shutdown-{pool}"
         with worker_process(queue, env, pool=pool, concurrency=3) as worker:
-            from tests.helpers import extra_account
-
             with extra_account("shutdown", env["SMTP_URL_SHUTDOWN"]):
                 job_ids = [
                     send_email.apply_async(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,13 +37,12 @@ class CheckReport:
 async def check_account(account: SmtpAccount, settings: Settings) -> CheckReport:
     report = CheckReport(account=account.name, address=account.address, ok=False)
     try:
-        async with asyncio.timeout(settings.smtp_timeout):
-            smtp = await open_connection(
-                account,
-                client_tls_context(settings.smtp_ca_file),
-                timeout=settings.smtp_timeout,
-                token_getter=token_getter_for(account),
-            )
+        smtp = await open_connection(
+            account,
+            client_tls_context(settings.smtp_ca_file),
+            timeout=settings.smtp_timeout,
+            token_getter=token_getter_for(account),
+        )
     except DeliveryError as exc:
         report.error = str(exc)
         report.advice = advice_for(exc, account)

@@ -6,6 +6,7 @@ STARTTLS the server *must* offer), then AUTH only if the transport really is enc
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -36,26 +37,28 @@ async def open_connection(
         timeout=timeout,
         local_hostname=local_hostname,
     )
-    try:
-        await smtp.connect()
-        if account.security == "starttls":
-            await smtp.ehlo()
-            if not smtp.supports_extension("starttls"):
-                raise TlsUnavailable(
-                    account.name,
-                    f"account {account.name!r}: {account.address} does not offer STARTTLS, "
-                    f"which {account.variable} (smtp+starttls://) requires; nothing was sent. "
-                    "Use the provider's submission port (587 with STARTTLS or 465 with smtps://)",
-                )
-            await smtp.starttls()
-            await smtp.ehlo()
-        if account.username is not None:
-            await _authenticate(smtp, account, token_getter)
-    except BaseException as exc:
-        smtp.close()
-        if isinstance(exc, Exception):
-            raise translate(exc, account) from exc
-        raise
+    # One deadline for connect + TLS + AUTH together, not only per socket operation.
+    async with asyncio.timeout(timeout):
+        try:
+            await smtp.connect()
+            if account.security == "starttls":
+                await smtp.ehlo()
+                if not smtp.supports_extension("starttls"):
+                    raise TlsUnavailable(
+                        account.name,
+                        f"account {account.name!r}: {account.address} does not offer STARTTLS, "
+                        f"which {account.variable} (smtp+starttls://) requires; nothing was sent. "
+                        "Use the provider's submission port (587 with STARTTLS or 465 with smtps://)",
+                    )
+                await smtp.starttls()
+                await smtp.ehlo()
+            if account.username is not None:
+                await _authenticate(smtp, account, token_getter)
+        except BaseException as exc:
+            smtp.close()
+            if isinstance(exc, Exception):
+                raise translate(exc, account) from exc
+            raise
     return smtp
 
 

@@ -55,14 +55,12 @@ class TokenCache:
         self._clock = clock
         self._token: AccessToken | None = None
         self._lock = asyncio.Lock()
-        self.fetches = 0
 
     async def __call__(self, refresh: bool) -> str:
         async with self._lock:
             token = self._token
             if refresh or token is None or token.expires_at - REFRESH_MARGIN <= self._clock():
                 token = self._token = await self._fetch()
-                self.fetches += 1
             return token.value
 
 

@@ -65,7 +65,7 @@ class Runtime:
 
     def _new_pool(self, account: SmtpAccount, settings: Settings) -> ConnectionPool:
         factory = partial(
-            _open_with_deadline,
+            open_connection,
             account,
             self._tls_context(settings),
             timeout=settings.smtp_timeout,
@@ -79,14 +79,6 @@ class Runtime:
         if key not in self._tls:
             self._tls[key] = client_tls_context(settings.smtp_ca_file)
         return self._tls[key]
-
-
-async def _open_with_deadline(
-    account: SmtpAccount, tls: ssl.SSLContext, *, timeout: float, **kwargs
-):  # type: ignore[no-untyped-def]
-    # One deadline for connect + TLS + AUTH together, not only per socket operation.
-    async with asyncio.timeout(timeout):
-        return await open_connection(account, tls, timeout=timeout, **kwargs)
 
 
 async def _close_all(pools: list[ConnectionPool]) -> None:
