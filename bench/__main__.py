@@ -23,11 +23,12 @@ from pathlib import Path
 
 import redis
 
-from bench.sink import COUNTER, LAST, PASSWORD, USER
+from bench.sink import COUNTER, FLOOR_DONE, FLOOR_LAST, LAST, PASSWORD, USER
 from worker.commands import celery_worker_argv
 from worker.devredis import start_private_redis
 
 RESULTS = Path(__file__).parent / "results"
+FLOOR_KEYS = (FLOOR_DONE, FLOOR_LAST)
 
 
 @dataclass
@@ -83,7 +84,12 @@ class Bench:
         self.offset = 0
 
     def all(self) -> dict[str, list[Run]]:
-        results: dict[str, list[Run]] = {"baseline": [], "mailworker": [], "ceiling": []}
+        results: dict[str, list[Run]] = {
+            "baseline": [],
+            "mailworker": [],
+            "ceiling": [],
+            "floor": [],
+        }
         for index in range(self.args.runs):
             last = index == self.args.runs - 1
             results["baseline"].append(
@@ -98,6 +104,9 @@ class Bench:
                 )
             )
             results["ceiling"].append(self.ceiling())
+            results["floor"].append(
+                self.queued("bench.floor", "bench-floor", self._floor_producer(), keys=FLOOR_KEYS)
+            )
             print(
                 f"run {index + 1}: "
                 + ", ".join(
@@ -109,21 +118,27 @@ class Bench:
         return results
 
     def queued(
-        self, app: str, queue: str, produce: Callable[[int], None], *, profile: bool = False
+        self,
+        app: str,
+        queue: str,
+        produce: Callable[[int], None],
+        *,
+        profile: bool = False,
+        keys: tuple[str, str] = (COUNTER, LAST),
     ) -> Run:
         worker = subprocess.Popen(
             celery_worker_argv(queue, app=app, concurrency=self.args.concurrency, loglevel="ERROR"),
             env={**os.environ, **self.env},
         )
         try:
-            self._reset()
+            self._reset(keys)
             produce(1)  # warm-up: the worker is up and has imported everything
-            self._wait_for(1)
-            self._reset()
+            self._wait_for(1, keys)
+            self._reset(keys)
             spy = self._profile(worker.pid) if profile else None
             started = time.time()
             produce(self.args.messages)
-            finished = self._wait_for(self.args.messages)
+            finished = self._wait_for(self.args.messages, keys)
             rss = _peak_rss_mb(worker.pid)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -158,6 +173,15 @@ class Bench:
 
         return produce
 
+    def _floor_producer(self) -> Callable[[int], None]:
+        from bench.floor import noop
+
+        def produce(count: int) -> None:
+            for i in range(count):
+                noop.delay(f"reader{i}@example.com")
+
+        return produce
+
     def _mailworker_producer(self) -> Callable[[int], None]:
         from settings import reload_settings
         from tasks import send_email
@@ -171,18 +195,19 @@ class Bench:
 
         return produce
 
-    def _reset(self) -> None:
-        # The sink's counter only grows; each scenario counts from where it stands now.
+    def _reset(self, keys: tuple[str, str]) -> None:
+        # Counters only grow; each scenario counts from where its counter stands now.
         time.sleep(0.02)
-        self.offset = int(self.redis.get(COUNTER) or 0)
+        self.offset = int(self.redis.get(keys[0]) or 0)
 
-    def _wait_for(self, count: int, timeout: float = 600) -> float:
+    def _wait_for(self, count: int, keys: tuple[str, str], timeout: float = 600) -> float:
+        counter, last = keys
         deadline = time.monotonic() + timeout
-        while int(self.redis.get(COUNTER) or 0) - self.offset < count:
+        while int(self.redis.get(counter) or 0) - self.offset < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {self.redis.get(COUNTER)} of {count} arrived")
+                raise TimeoutError(f"only {self.redis.get(counter)} of {count} arrived")
             time.sleep(0.01)
-        return float(self.redis.get(LAST) or time.time())
+        return float(self.redis.get(last) or time.time())
 
     def _profile(self, pid: int) -> subprocess.Popen[bytes] | None:
         RESULTS.mkdir(exist_ok=True)
@@ -234,8 +259,9 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
         "baseline": "Celery task + smtplib, connection per message (baseline)",
         "mailworker": "mailworker (`send_email.delay`, pooled connections)",
         "ceiling": "raw aiosmtplib, persistent connections, no queue (ceiling)",
+        "floor": "Celery task that sends nothing, same settings (queue floor)",
     }
-    for name in ("baseline", "mailworker", "ceiling"):
+    for name in ("baseline", "mailworker", "ceiling", "floor"):
         memory = f"{rss[name]:.0f} MB" if rss[name] else "-"
         lines.append(
             f"| {names[name]} | {median[name]:.0f} | "

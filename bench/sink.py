@@ -19,6 +19,8 @@ from worker.devserver import DevServer
 
 USER, PASSWORD = "bench@example.com", "bench-password"
 COUNTER, LAST = "bench:received", "bench:last_accepted"
+# Written by bench.floor's no-op task instead of the sink.
+FLOOR_DONE, FLOOR_LAST = "bench:floor_done", "bench:floor_last"
 
 
 def main() -> None:
