@@ -33,6 +33,26 @@ class _Environment(BaseModel):
     SENTRY_DSN: str | None = None
     MAX_MESSAGE_BYTES: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     REDIS_TIMEOUT: float = Field(default=5.0, gt=0)
+    REDIS_VISIBILITY_TIMEOUT: int = Field(default=300, ge=10)
+    RETRY_BASE_DELAY: float = Field(default=30.0, gt=0)
+    RETRY_MAX_DELAY: float = Field(default=3600.0, gt=0)
+    RETRY_MAX_ATTEMPTS: int = Field(default=10, ge=1)
+    RETRY_MAX_AGE: float = Field(default=2 * 24 * 3600.0, gt=0)
+    ACCOUNT_PAUSE_SECONDS: float = Field(default=300.0, gt=0)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, bounded by attempts and by age.
+
+    Defaults suit transactional mail: 10 attempts over up to 2 days (Postfix keeps mail for 5
+    days; a password reset two days late is worthless).
+    """
+
+    base_delay: float = 30.0
+    max_delay: float = 3600.0
+    max_attempts: int = 10
+    max_age: float = 2 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,9 @@ class Settings:
     sentry_dsn: str | None
     max_message_bytes: int
     redis_timeout: float
+    redis_visibility_timeout: int
+    retry: RetryPolicy
+    account_pause_seconds: float
 
     def account(self, name: str) -> SmtpAccount:
         try:
@@ -84,6 +107,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sentry_dsn=scalars.SENTRY_DSN,
         max_message_bytes=scalars.MAX_MESSAGE_BYTES,
         redis_timeout=scalars.REDIS_TIMEOUT,
+        redis_visibility_timeout=scalars.REDIS_VISIBILITY_TIMEOUT,
+        retry=RetryPolicy(
+            base_delay=scalars.RETRY_BASE_DELAY,
+            max_delay=scalars.RETRY_MAX_DELAY,
+            max_attempts=scalars.RETRY_MAX_ATTEMPTS,
+            max_age=scalars.RETRY_MAX_AGE,
+        ),
+        account_pause_seconds=scalars.ACCOUNT_PAUSE_SECONDS,
     )
 
 

@@ -15,16 +15,15 @@ from settings import Settings, get_settings
 
 TRANSACTIONAL_QUEUE = "email"
 SEND_EMAIL_TASK = "mailworker.send_email"
-# How long Redis keeps an unacknowledged job before another worker may take it. A killed
-# worker's jobs come back after this; safe because no job ever waits in a worker's memory
-# for longer (no long ETAs are used).
-VISIBILITY_TIMEOUT = 300
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings chosen for email delivery (see README, "Why these Celery settings")."""
     transport = {
-        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # How long Redis keeps an unacknowledged job before another worker may take it: a
+        # killed worker's jobs come back after this. Safe to keep short because no job ever
+        # waits in a worker's memory (retries and send_at go to the Redis deferred set).
+        "visibility_timeout": settings.redis_visibility_timeout,
         "socket_connect_timeout": settings.redis_timeout,
         "socket_timeout": settings.redis_timeout,
         "global_keyprefix": "mailworker:celery:",
@@ -59,6 +58,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
+        # On SIGQUIT (Heroku: REMAP_SIGTERM=SIGQUIT) finish in-flight sends for up to 20 s,
+        # then hand the rest back to Redis, inside Heroku's 30 s before SIGKILL.
+        "worker_soft_shutdown_timeout": 20.0,
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Task
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
@@ -18,6 +19,7 @@ from settings import get_settings
 from tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
 from tasks.errors import InvalidEmail, QueueUnavailable
 from tasks.job import EmailJob
+from tasks.ledger import claim_idempotency_key
 from tasks.redis_client import get_redis
 from tasks.status import record_status, status_key
 from tasks.validation import build_job
@@ -37,6 +39,10 @@ class SendEmailTask(Task):
         if args:
             raise InvalidEmail("args", "send_email takes keyword arguments only")
         job = build_job(get_settings(), kwargs or {})
+        if job.idempotency_key is not None:
+            owner = claim_idempotency_key(job.idempotency_key, job.id)
+            if owner != job.id:
+                return AsyncResult(owner, app=app)  # queued or sent already: nothing to do
         return enqueue(job, queue=options.pop("queue", TRANSACTIONAL_QUEUE), **options)
 
 
@@ -50,25 +56,25 @@ def send_email(self: SendEmailTask, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def enqueue(job: EmailJob, *, queue: str = TRANSACTIONAL_QUEUE, **options: Any) -> AsyncResult:
-    """Publish an already-validated job; the job id becomes the Celery task id."""
+    """Record the job as queued and publish it; the job id becomes the Celery task id."""
     try:
         record_status(job.id, "queued", account=job.account, attempt=job.attempt)
-        return app.send_task(
-            SEND_EMAIL_TASK,
-            kwargs={"job": job.to_payload()},
-            task_id=job.id,
-            queue=queue,
-            # What Celery logs, events and Flower show instead of the payload: no addresses.
-            argsrepr="()",
-            kwargsrepr=f"{{'job': '{job.id}'}}",
-            **options,
-        )
-    except (OperationalError, ConnectionError, TimeoutError) as exc:
+        return publish(job.id, job.to_payload(), queue, **options)
+    except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:
         _forget(job.id)
         raise QueueUnavailable(
             f"could not queue email job {job.id}: Redis at REDIS_URL did not answer ({exc}); "
             "check that Redis is running and reachable, then retry"
         ) from exc
+
+
+def publish(job_id: str, payload: dict[str, Any], queue: str, **options: Any) -> AsyncResult:
+    """Put one job payload on ``queue`` (used by enqueue and by the deferred-set mover)."""
+    return app.send_task(
+        SEND_EMAIL_TASK, kwargs={"job": payload}, task_id=job_id, queue=queue,
+        # What Celery logs, events and Flower show instead of the payload: no addresses.
+        argsrepr="()", kwargsrepr=f"{{'job': '{job_id}'}}", **options,
+    )
 
 
 def _forget(job_id: str) -> None:

@@ -105,6 +105,10 @@ def environment(
         "SMTP_CA_FILE": str(starttls_server.ca_file),
         "SMTP_TIMEOUT": "10",
         "DEFAULT_FROM_EMAIL": FROM,
+        # Seconds, not minutes: the tests watch whole retry and pause cycles.
+        "RETRY_BASE_DELAY": "0.2",
+        "RETRY_MAX_DELAY": "2",
+        "ACCOUNT_PAUSE_SECONDS": "2",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -145,3 +149,14 @@ def redis(environment: dict[str, str]) -> Iterator[redis_lib.Redis]:
     client = redis_lib.Redis.from_url(environment["REDIS_URL"])
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_suppression_list(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A bounce in one test must not silence the shared test addresses of the next."""
+    yield
+    if "environment" in request.fixturenames:
+        from tasks.ledger import SUPPRESSED
+        from tasks.redis_client import get_redis
+
+        get_redis().delete(SUPPRESSED)

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from worker.errors import AccountProblem, DeliveryError
+
 
 class Decision(Enum):
     DELIVERED = "delivered"
@@ -46,7 +48,7 @@ _QUOTA_TEXTS = ("daily quota exceeded", "daily user sending quota exceeded",
                 "daily sending quota", "sending limit exceeded", "quota exceeded")
 # Accounts refused at the policy level: Microsoft 365 "SmtpClientAuthentication is disabled"
 # (5.7.139 / 5.7.3) and "client not authenticated to send mail" (5.7.57), Gmail 5.7.30 ...
-_ACCOUNT_ENHANCED = {"5.7.139", "5.7.30", "5.7.57", "5.7.8", "5.7.0", "5.4.5", "4.4.5"}
+_ACCOUNT_ENHANCED = {"5.7.139", "5.7.3", "5.7.30", "5.7.57", "5.7.8"}
 
 
 def enhanced_code(reply: str) -> str | None:
@@ -75,16 +77,18 @@ def classify_reply(code: int, reply: str, *, stage: str = "data") -> Verdict:
         return Verdict(Decision.ACCOUNT, code, enhanced, hint)
     if 400 <= code < 500:
         return Verdict(Decision.TRANSIENT, code, enhanced, hint)
-    if enhanced is not None and enhanced.startswith("5.6.") or code == 552 and stage != "rcpt":
-        return Verdict(Decision.INVALID_MESSAGE, code, enhanced)
-    if enhanced is not None and enhanced.startswith("5.3.4"):  # message too big for system
-        return Verdict(Decision.INVALID_MESSAGE, code, enhanced)
+    if (enhanced or "").startswith(("5.6.", "5.3.4")) or (code == 552 and stage != "rcpt"):
+        return Verdict(Decision.INVALID_MESSAGE, code, enhanced)  # malformed or too large
     if stage == "rcpt" or (enhanced or "").startswith("5.1.") or code in (550, 551, 553):
         return Verdict(Decision.BOUNCE, code, enhanced)
     # Any other 5xx to the whole message: retrying will not help and no recipient is to blame.
     return Verdict(Decision.INVALID_MESSAGE, code, enhanced)
 
 
-def classify_failure() -> Verdict:
-    """Timeouts, dropped connections, TLS hiccups: always transient."""
-    return Verdict(Decision.TRANSIENT)
+def classify_error(error: DeliveryError) -> Verdict:
+    """A whole-message failure raised by the delivery pipeline."""
+    if isinstance(error, AccountProblem):
+        return Verdict(Decision.ACCOUNT, error.code, enhanced_code(error.reply))
+    if error.code is None:
+        return Verdict(Decision.TRANSIENT)  # timeouts, dropped connections, TLS hiccups
+    return classify_reply(error.code, error.reply)

@@ -11,7 +11,11 @@ from typing import Any
 
 from celery.signals import worker_process_shutdown, worker_shutdown
 
+from tasks.app import app
+from worker.mover import DeferredMoverStep
 from worker.runtime import close_runtime
+
+app.steps["worker"].add(DeferredMoverStep)
 
 
 @worker_shutdown.connect

@@ -1,113 +1,181 @@
 """The Celery adapter: decode the job, run the pipeline, turn the outcome into a state.
 
-Outcomes: ``sent`` (every recipient accepted), ``retrying`` (a transient failure; the job is
-published again with a backoff, carrying the recipients already accepted so they never get
-a second copy), ``failed`` (a permanent refusal or a broken account; the reason is kept in
-the job's status record).
+    suppression / sent-ledger check → paused account? → deliver → classify each reply →
+    sent | deferred (retry, or the account is paused) | dead-lettered with a reason
+
+A job never ends silently. Recipients that got a 250 go into the sent-ledger before
+anything else, so a redelivered or retried job never sends them a second copy; retries go
+through the Redis deferred set, never as an ETA held in a worker's memory.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from celery import Task
 
+from settings import Settings, get_settings
+from tasks.app import TRANSACTIONAL_QUEUE
+from tasks.dead import bury
+from tasks.deferred import defer
 from tasks.job import EmailJob, UndecodableJob
-from tasks.send import enqueue
+from tasks.ledger import already_sent, mark_sent, release_idempotency_key, suppress, suppressed
 from tasks.status import record_status
+from worker.classify import Decision, Verdict, classify_error, classify_reply
 from worker.delivery import DeliveryReport
-from worker.errors import DeliveryError, TransientFailure
+from worker.errors import DeliveryError
+from worker.pause import pause_account, paused_until
+from worker.retry import next_retry_at
 from worker.runtime import get_runtime
 
 log = logging.getLogger("mailworker.delivery")
 
-MAX_ATTEMPTS = 8
 
+@dataclass
+class Outcome:
+    """Per-recipient bookkeeping for one attempt."""
 
-def backoff(attempt: int, *, base: float = 2.0, cap: float = 120.0) -> float:
-    """Seconds to wait before attempt ``attempt + 1``: 2, 4, 8, ... capped."""
-    return min(cap, base * 2 ** (attempt - 1))
+    sent: set[str] = field(default_factory=set)
+    bounced: dict[str, str] = field(default_factory=dict)
+    retry: dict[str, Verdict] = field(default_factory=dict)
+
+    def recipients(self, pending: tuple[str, ...]) -> dict[str, str]:
+        states = {r: "pending" for r in pending}
+        states.update({r: "sent" for r in self.sent})
+        states.update({r: f"bounced {why}" for r, why in self.bounced.items()})
+        return states
 
 
 def run_job(task: Task, payload: Any) -> dict[str, Any]:
+    queue = (task.request.delivery_info or {}).get("routing_key") or TRANSACTIONAL_QUEUE
     try:
         job = EmailJob.from_payload(payload)
     except UndecodableJob as exc:
-        log.error("dropping undecodable job %s: %s", task.request.id, exc)
-        return {"state": "failed", "reason": str(exc)}
-
-    record_status(job.id, "sending", attempt=job.attempt)
-    started = time.monotonic()
-    try:
-        report = get_runtime().deliver(job)
-    except TransientFailure as exc:
-        _log_attempt(job, "transient", started, exc.code)
-        return _retry_or_fail(job, str(exc), job.done)
-    except DeliveryError as exc:
-        _log_attempt(job, "failed", started, exc.code)
-        record_status(job.id, "failed", error=str(exc), attempt=job.attempt)
-        return {"state": "failed", "reason": str(exc)}
-    except (ValueError, TypeError, UnicodeError) as exc:
-        # A job that passed validation but cannot be built is a bug; record it, keep running.
-        log.exception("job %s could not be built into a message", job.id)
-        reason = f"message could not be built: {type(exc).__name__}"
-        record_status(job.id, "failed", error=reason, attempt=job.attempt)
-        return {"state": "failed", "reason": reason}
-    _log_attempt(job, "delivered" if not report.refused else "partial", started, 250)
-    return _settle(job, report)
+        job_id = str(task.request.id)
+        log.error("dead-lettering undecodable job %s: %s", job_id, exc)
+        bury(job_id, payload if isinstance(payload, dict) else None, reason=str(exc),
+             queue=queue)
+        return {"state": "dead", "reason": str(exc)}
+    return JobRun(job, queue, get_settings()).run()
 
 
-def _settle(job: EmailJob, report: DeliveryReport) -> dict[str, Any]:
-    done = (*job.done, *report.accepted)
-    recipients = {r: "sent" for r in done}
-    recipients.update({r: f"refused {ref.code}" for r, ref in report.refused.items()})
-    retry_later = [r for r, ref in report.refused.items() if ref.transient]
-    if retry_later:
-        reason = "; ".join(
-            f"{r}: {report.refused[r].code} {report.refused[r].message}" for r in retry_later
+class JobRun:
+    def __init__(self, job: EmailJob, queue: str, settings: Settings) -> None:
+        self.job = job
+        self.queue = queue
+        self.settings = settings
+        self.outcome = Outcome(sent=already_sent(job.id) | set(job.done))
+
+    def run(self) -> dict[str, Any]:
+        job = self.job
+        blocked = suppressed(job.recipients)
+        self.outcome.bounced.update({r: "suppressed" for r in blocked})
+        pending = tuple(r for r in job.recipients
+                        if r not in self.outcome.sent and r not in blocked)
+        if not pending:
+            return self._finish()  # redelivered after a crash, or everyone suppressed
+        pause = paused_until(job.account)
+        if pause is not None:
+            return self._defer(pause[0], f"account {job.account!r} paused: {pause[1]}",
+                               consume_attempt=False)
+
+        record_status(job.id, "sending", attempt=job.attempt)
+        started = time.monotonic()
+        try:
+            report = get_runtime().deliver(replace(job, done=tuple(self.outcome.sent | blocked)))
+        except DeliveryError as exc:
+            verdict = classify_error(exc)
+            self._log(verdict.decision.value, started, exc.code)
+            return self._whole_message_failed(verdict, str(exc), exc.reply)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            log.exception("job %s could not be built into a message", job.id)
+            return self._dead(f"message could not be built: {type(exc).__name__}", None, "")
+        mark_sent(job.id, report.accepted)  # first: whatever happens next, no second copy
+        self._log("delivered" if not report.refused else "partial", started, 250)
+        return self._settle(report)
+
+    def _settle(self, report: DeliveryReport) -> dict[str, Any]:
+        self.outcome.sent.update(report.accepted)
+        account_trouble: Verdict | None = None
+        for recipient, refusal in report.refused.items():
+            verdict = classify_reply(refusal.code, refusal.message, stage="rcpt")
+            if verdict.decision is Decision.BOUNCE:
+                reason = f"{refusal.code} {refusal.message}"
+                self.outcome.bounced[recipient] = reason
+                suppress(recipient, f"hard bounce: {reason}")
+            elif verdict.decision is Decision.ACCOUNT:
+                account_trouble = verdict
+                self.outcome.retry[recipient] = verdict
+            else:
+                self.outcome.retry[recipient] = verdict
+        if account_trouble is not None:
+            return self._pause_and_defer(account_trouble, "quota or policy refusal at RCPT")
+        if self.outcome.retry:
+            hint = max((v.retry_after or 0 for v in self.outcome.retry.values()), default=0)
+            reason = "; ".join(f"{r}: {report.refused[r].code} {report.refused[r].message}"
+                               for r in self.outcome.retry)
+            return self._retry(reason, hint or None)
+        return self._finish()
+
+    def _whole_message_failed(self, verdict: Verdict, reason: str, reply: str) -> dict[str, Any]:
+        if verdict.decision is Decision.TRANSIENT:
+            return self._retry(reason, verdict.retry_after)
+        if verdict.decision is Decision.ACCOUNT:
+            return self._pause_and_defer(verdict, reason)
+        if verdict.decision is Decision.BOUNCE:
+            for recipient in self.job.recipients:
+                if recipient not in self.outcome.sent:
+                    self.outcome.bounced[recipient] = reason
+        return self._dead(reason, verdict.code, reply)
+
+    def _pause_and_defer(self, verdict: Verdict, reason: str) -> dict[str, Any]:
+        seconds = max(self.settings.account_pause_seconds, verdict.retry_after or 0)
+        until = pause_account(self.job.account, seconds, reason)
+        log.warning("account %s paused for %.0f s: %s", self.job.account, seconds, reason)
+        return self._defer(until, reason, consume_attempt=False)
+
+    def _retry(self, reason: str, hint: float | None) -> dict[str, Any]:
+        due = next_retry_at(self.job.attempt, self.job.created_at, self.settings.retry,
+                            hint=hint)
+        if due is None:
+            return self._dead(f"gave up after {self.job.attempt} attempts: {reason}", None, "")
+        return self._defer(due, reason, consume_attempt=True)
+
+    def _defer(self, due: float, reason: str, *, consume_attempt: bool) -> dict[str, Any]:
+        job = self.job
+        retry = replace(job, attempt=job.attempt + 1 if consume_attempt else job.attempt,
+                        done=tuple(self.outcome.sent))
+        defer(job.id, retry.to_payload(), due, self.queue)
+        record_status(job.id, "deferred", error=reason, next_attempt_at=due,
+                      recipients=self.outcome.recipients(job.recipients), attempt=job.attempt)
+        return {"state": "deferred", "reason": reason, "next_attempt_at": due}
+
+    def _dead(self, reason: str, code: int | None, reply: str) -> dict[str, Any]:
+        job = self.job
+        bury(job.id, job.to_payload(), reason=reason, queue=self.queue, code=code, reply=reply)
+        if job.idempotency_key is not None:
+            release_idempotency_key(job.idempotency_key, job.id)
+        record_status(job.id, "failed", error=reason, attempt=job.attempt,
+                      recipients=self.outcome.recipients(job.recipients))
+        log.error("job %s dead-lettered: %s", job.id, reason)
+        return {"state": "dead", "reason": reason}
+
+    def _finish(self) -> dict[str, Any]:
+        job = self.job
+        state = "sent" if self.outcome.sent else "failed"
+        fields: dict[str, Any] = {}
+        if not self.outcome.sent:
+            fields["error"] = "every recipient bounced or is suppressed"
+        record_status(job.id, state, attempt=job.attempt,
+                      recipients=self.outcome.recipients(job.recipients), **fields)
+        return {"state": state}
+
+    def _log(self, outcome: str, started: float, code: int | None) -> None:
+        log.info(
+            "attempt job=%s account=%s outcome=%s code=%s attempt=%d latency_ms=%.1f",
+            self.job.id, self.job.account, outcome, code, self.job.attempt,
+            (time.monotonic() - started) * 1000,
         )
-        return _retry_or_fail(job, reason, done, recipients)
-    state = "sent" if not report.refused else "failed"
-    record_status(job.id, state, recipients=recipients, attempt=job.attempt)
-    return {"state": state, "recipients": recipients}
-
-
-def _retry_or_fail(
-    job: EmailJob, reason: str, done: tuple[str, ...], recipients: dict[str, str] | None = None
-) -> dict[str, Any]:
-    if job.attempt >= MAX_ATTEMPTS:
-        record_status(
-            job.id,
-            "failed",
-            error=f"gave up after {job.attempt} attempts: {reason}",
-            recipients=recipients,
-            attempt=job.attempt,
-        )
-        return {"state": "failed", "reason": reason}
-    delay = backoff(job.attempt)
-    retry = replace(job, attempt=job.attempt + 1, done=done)
-    record_status(
-        job.id,
-        "retrying",
-        error=reason,
-        next_attempt_at=time.time() + delay,
-        recipients=recipients,
-        attempt=job.attempt,
-    )
-    enqueue(retry, countdown=delay)
-    return {"state": "retrying", "reason": reason}
-
-
-def _log_attempt(job: EmailJob, outcome: str, started: float, code: int | None) -> None:
-    log.info(
-        "attempt job=%s account=%s outcome=%s code=%s attempt=%d latency_ms=%.1f",
-        job.id,
-        job.account,
-        outcome,
-        code,
-        job.attempt,
-        (time.monotonic() - started) * 1000,
-    )

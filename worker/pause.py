@@ -1,0 +1,43 @@
+"""Paused accounts: an account whose credentials or quota failed stops sending, cluster-wide.
+
+    mailworker:paused:<account>   HASH {until, reason}, expiring at ``until``
+
+While paused, its jobs wait in the deferred set (their retry budget untouched) instead of
+burning through the queue with the same 535. ``mailworker resume ACCOUNT`` lifts a pause
+early, e.g. right after the password was fixed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import redis
+
+from tasks.redis_client import KEY_PREFIX, get_redis
+
+
+def _key(account: str) -> str:
+    return f"{KEY_PREFIX}paused:{account}"
+
+
+def pause_account(account: str, seconds: float, reason: str, *,
+                  client: redis.Redis | None = None) -> float:
+    """Pause ``account`` for ``seconds``; return when the pause ends."""
+    until = time.time() + seconds
+    pipe = (client or get_redis()).pipeline(transaction=True)
+    pipe.hset(_key(account), mapping={"until": until, "reason": reason})
+    pipe.expire(_key(account), max(1, math.ceil(seconds)))
+    pipe.execute()
+    return until
+
+
+def paused_until(account: str, *, client: redis.Redis | None = None) -> tuple[float, str] | None:
+    record = (client or get_redis()).hgetall(_key(account))
+    if not record or float(record["until"]) <= time.time():
+        return None
+    return float(record["until"]), record.get("reason", "")
+
+
+def resume_account(account: str, *, client: redis.Redis | None = None) -> bool:
+    return bool((client or get_redis()).delete(_key(account)))
