@@ -33,7 +33,7 @@ class _Environment(BaseModel):
     SENTRY_DSN: str | None = None
     MAX_MESSAGE_BYTES: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     REDIS_TIMEOUT: float = Field(default=5.0, gt=0)
-    REDIS_VISIBILITY_TIMEOUT: int = Field(default=300, ge=10)
+    REDIS_VISIBILITY_TIMEOUT: int = Field(default=240, ge=10)
     RETRY_BASE_DELAY: float = Field(default=30.0, gt=0)
     RETRY_MAX_DELAY: float = Field(default=3600.0, gt=0)
     RETRY_MAX_ATTEMPTS: int = Field(default=10, ge=1)
@@ -70,6 +70,11 @@ class Settings:
     redis_visibility_timeout: int
     retry: RetryPolicy
     account_pause_seconds: float
+
+    @property
+    def watchdog_seconds(self) -> float:
+        """When a queued job that never finished is published again (see tasks.send)."""
+        return self.redis_visibility_timeout + 60.0
 
     def account(self, name: str) -> SmtpAccount:
         try:

@@ -24,6 +24,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # killed worker's jobs come back after this. Safe to keep short because no job ever
         # waits in a worker's memory (retries and send_at go to the Redis deferred set).
         "visibility_timeout": settings.redis_visibility_timeout,
+        # kombu looks for expired unacked jobs every interval x throttle seconds (100 s by
+        # default) under a mutex that a killed worker may hold for its expiry (300 s by
+        # default): both shortened so a crashed worker's jobs come back within 5 minutes.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 30,
         "socket_connect_timeout": settings.redis_timeout,
         "socket_timeout": settings.redis_timeout,
         "global_keyprefix": "mailworker:celery:",

@@ -1,8 +1,8 @@
 """Dead letters: jobs that will not be delivered, kept with their reason for an operator.
 
-    mailworker:dead           ZSET  job id → time it died
-    mailworker:dead:<job id>  HASH  reason, code, reply, attempts, account, queue, timestamps,
-                                    and the job payload (never credentials)
+mailworker:dead           ZSET  job id → time it died
+mailworker:dead:<job id>  HASH  reason, code, reply, attempts, account, queue, timestamps,
+                                and the job payload (never credentials)
 """
 
 from __future__ import annotations
@@ -22,8 +22,16 @@ def _key(job_id: str) -> str:
     return f"{INDEX}:{job_id}"
 
 
-def bury(job_id: str, payload: dict[str, Any] | None, *, reason: str, queue: str,
-         code: int | None = None, reply: str = "", client: redis.Redis | None = None) -> None:
+def bury(
+    job_id: str,
+    payload: dict[str, Any] | None,
+    *,
+    reason: str,
+    queue: str,
+    code: int | None = None,
+    reply: str = "",
+    client: redis.Redis | None = None,
+) -> None:
     payload = payload or {}
     record = {
         "job_id": job_id,
@@ -71,3 +79,29 @@ def remove(job_id: str, *, client: redis.Redis | None = None) -> None:
 
 def all_ids(*, client: redis.Redis | None = None) -> list[str]:
     return list((client or get_redis()).zrange(INDEX, 0, -1))
+
+
+def resurrect(job_id: str, *, client: redis.Redis | None = None) -> bool:
+    """Queue a dead job again with a fresh retry budget; ``False`` if there is no such job.
+
+    Recipients already in its sent-ledger still get nothing: the worker checks it first.
+    """
+    from dataclasses import replace
+
+    from tasks.job import EmailJob
+    from tasks.send import enqueue
+
+    record = show(job_id, client=client)
+    if record is None:
+        return False
+    job = EmailJob.from_payload(record["payload"])
+    enqueue(replace(job, attempt=1, created_at=time.time()), queue=record["queue"])
+    remove(job_id, client=client)
+    return True
+
+
+def purge(*, client: redis.Redis | None = None) -> int:
+    ids = all_ids(client=client)
+    for job_id in ids:
+        remove(job_id, client=client)
+    return len(ids)

@@ -53,17 +53,47 @@ return 0
 """
 
 
-def defer(job_id: str, payload: dict[str, Any], due_at: float, queue: str, *,
-          client: redis.Redis | None = None) -> None:
+def defer(
+    job_id: str,
+    payload: dict[str, Any],
+    due_at: float,
+    queue: str,
+    *,
+    client: redis.Redis | None = None,
+) -> None:
     """Keep ``payload`` in Redis until ``due_at``, then publish it to ``queue``."""
     pipe = (client or get_redis()).pipeline(transaction=True)
-    pipe.hset(JOBS, job_id, json.dumps({"queue": queue, "job": payload}))
-    pipe.zadd(DUE, {job_id: due_at})
+    stage_defer(pipe, job_id, payload, due_at, queue)
     pipe.execute()
 
 
-def claim_due(*, lease: float = 30.0, limit: int = 200, now: float | None = None,
-              client: redis.Redis | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+def stage_defer(
+    pipe: redis.client.Pipeline, job_id: str, payload: dict[str, Any], due_at: float, queue: str
+) -> None:
+    """Add :func:`defer`'s writes to a pipeline the caller executes."""
+    pipe.hset(JOBS, job_id, json.dumps({"queue": queue, "job": payload}))
+    pipe.zadd(DUE, {job_id: due_at})
+
+
+def stage_discard(pipe: redis.client.Pipeline, job_id: str) -> None:
+    """Forget a finished job's deferred copy (its watchdog, see :func:`tasks.send.enqueue`)."""
+    pipe.zrem(DUE, job_id)
+    pipe.hdel(JOBS, job_id)
+
+
+def discard(job_id: str, *, client: redis.Redis | None = None) -> None:
+    pipe = (client or get_redis()).pipeline(transaction=True)
+    stage_discard(pipe, job_id)
+    pipe.execute()
+
+
+def claim_due(
+    *,
+    lease: float = 30.0,
+    limit: int = 200,
+    now: float | None = None,
+    client: redis.Redis | None = None,
+) -> list[tuple[str, str, dict[str, Any]]]:
     """Claim up to ``limit`` due jobs: ``(job id, queue, payload)``; release them after use."""
     client = client or get_redis()
     raw = client.eval(_CLAIM, 3, DUE, JOBS, CLAIMS, now or time.time(), lease, limit)

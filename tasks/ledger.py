@@ -1,13 +1,15 @@
 """What must never happen twice: the sent-ledger, idempotency keys and the suppression list.
 
-    mailworker:sent:<job id>        SET   recipients that got 250 to DATA for this job
-    mailworker:idem:<key>           STR   the job id that claimed an idempotency key
-    mailworker:suppressed           HASH  address → why it gets no more mail
+mailworker:sent:<job id>        SET   recipients that got 250 to DATA for this job
+mailworker:idem:<key>           STR   the job id that claimed an idempotency key
+mailworker:running:<job id>     STR   held while one copy of the job is being sent
+mailworker:suppressed           HASH  address → why it gets no more mail
 """
 
 from __future__ import annotations
 
 import redis
+import redis.asyncio
 
 from tasks.redis_client import KEY_PREFIX, get_redis
 
@@ -16,26 +18,41 @@ IDEMPOTENCY_TTL = 7 * 24 * 3600
 SUPPRESSED = f"{KEY_PREFIX}suppressed"
 
 
-def _sent_key(job_id: str) -> str:
+def sent_key(job_id: str) -> str:
     return f"{KEY_PREFIX}sent:{job_id}"
+
+
+def _run_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}running:{job_id}"
 
 
 def _idem_key(key: str) -> str:
     return f"{KEY_PREFIX}idem:{key}"
 
 
-def already_sent(job_id: str, *, client: redis.Redis | None = None) -> set[str]:
-    return set((client or get_redis()).smembers(_sent_key(job_id)))
+async def mark_sent_async(
+    client: redis.asyncio.Redis, job_id: str, recipients: tuple[str, ...]
+) -> None:
+    """Record recipients that got 250; called on the worker's event loop right after it."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.sadd(sent_key(job_id), *recipients)
+        pipe.expire(sent_key(job_id), LEDGER_TTL)
+        await pipe.execute()
 
 
-def mark_sent(job_id: str, recipients: tuple[str, ...] | list[str], *,
-              client: redis.Redis | None = None) -> None:
-    if not recipients:
-        return
-    pipe = (client or get_redis()).pipeline(transaction=False)
-    pipe.sadd(_sent_key(job_id), *recipients)
-    pipe.expire(_sent_key(job_id), LEDGER_TTL)
-    pipe.execute()
+def stage_hold(pipe: redis.client.Pipeline, job_id: str, seconds: float) -> None:
+    """Try to take the job's run lock in ``pipe``; its result is ``False`` while another copy
+    of the job is being sent (a watchdog copy, or a redelivery racing the original)."""
+    pipe.set(_run_key(job_id), "1", nx=True, ex=max(1, int(seconds)))
+
+
+def lock_remaining(job_id: str, *, client: redis.Redis | None = None) -> int:
+    """Seconds until another copy's run lock expires (a killed worker's lock included)."""
+    return max(0, int((client or get_redis()).ttl(_run_key(job_id))))
+
+
+def stage_let_go(pipe: redis.client.Pipeline, job_id: str) -> None:
+    pipe.delete(_run_key(job_id))
 
 
 def claim_idempotency_key(key: str, job_id: str, *, client: redis.Redis | None = None) -> str:

@@ -8,6 +8,7 @@ so producers never load aiosmtplib.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -17,11 +18,12 @@ from kombu.exceptions import OperationalError
 
 from settings import get_settings
 from tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
+from tasks.deferred import discard, stage_defer
 from tasks.errors import InvalidEmail, QueueUnavailable
 from tasks.job import EmailJob
 from tasks.ledger import claim_idempotency_key
 from tasks.redis_client import get_redis
-from tasks.status import record_status, status_key
+from tasks.status import stage_status, status_key
 from tasks.validation import build_job
 
 
@@ -57,9 +59,17 @@ def send_email(self: SendEmailTask, job: dict[str, Any]) -> dict[str, Any]:
 
 def enqueue(job: EmailJob, *, queue: str = TRANSACTIONAL_QUEUE, **options: Any) -> AsyncResult:
     """Record the job as queued and publish it; the job id becomes the Celery task id."""
+    payload = job.to_payload()
     try:
-        record_status(job.id, "queued", account=job.account, attempt=job.attempt)
-        return publish(job.id, job.to_payload(), queue, **options)
+        # With the status, a watchdog copy of the job goes to the deferred set. Celery's
+        # Redis transport can lose a job fetched by a worker killed at the wrong instant;
+        # if the job has not finished by then, the copy is published again (the sent-ledger
+        # and the per-job run lock make a copy of a job that did run harmless).
+        pipe = get_redis().pipeline(transaction=False)
+        stage_status(pipe, job.id, "queued", account=job.account, attempt=job.attempt)
+        stage_defer(pipe, job.id, payload, time.time() + get_settings().watchdog_seconds, queue)
+        pipe.execute()
+        return publish(job.id, payload, queue, **options)
     except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:
         _forget(job.id)
         raise QueueUnavailable(
@@ -71,14 +81,20 @@ def enqueue(job: EmailJob, *, queue: str = TRANSACTIONAL_QUEUE, **options: Any) 
 def publish(job_id: str, payload: dict[str, Any], queue: str, **options: Any) -> AsyncResult:
     """Put one job payload on ``queue`` (used by enqueue and by the deferred-set mover)."""
     return app.send_task(
-        SEND_EMAIL_TASK, kwargs={"job": payload}, task_id=job_id, queue=queue,
+        SEND_EMAIL_TASK,
+        kwargs={"job": payload},
+        task_id=job_id,
+        queue=queue,
         # What Celery logs, events and Flower show instead of the payload: no addresses.
-        argsrepr="()", kwargsrepr=f"{{'job': '{job_id}'}}", **options,
+        argsrepr="()",
+        kwargsrepr=f"{{'job': '{job_id}'}}",
+        **options,
     )
 
 
 def _forget(job_id: str) -> None:
     try:
         get_redis().delete(status_key(job_id))
+        discard(job_id)
     except Exception:  # noqa: BLE001 - Redis is already known to be failing
         pass

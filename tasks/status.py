@@ -33,14 +33,25 @@ def record_status(
     **fields: str | int | float,
 ) -> None:
     """Write ``state`` (and any extra fields) to the job's record and renew its TTL."""
-    client = client or get_redis()
+    pipe = (client or get_redis()).pipeline(transaction=False)
+    stage_status(pipe, job_id, state, recipients=recipients, **fields)
+    pipe.execute()
+
+
+def stage_status(
+    pipe: redis.client.Pipeline,
+    job_id: str,
+    state: State,
+    *,
+    recipients: Mapping[str, str] | None = None,
+    **fields: str | int | float,
+) -> None:
+    """Add :func:`record_status`'s writes to a pipeline the caller executes."""
     mapping: dict[str, str | int | float] = {"state": state, "updated_at": time.time(), **fields}
     if recipients is not None:
         mapping["recipients"] = json.dumps(dict(recipients))
-    pipe = client.pipeline(transaction=False)
     pipe.hset(status_key(job_id), mapping=mapping)
     pipe.expire(status_key(job_id), STATUS_TTL)
-    pipe.execute()
 
 
 def status(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:

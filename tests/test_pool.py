@@ -68,22 +68,23 @@ def test_server_dropping_idle_connections_loses_nothing(
 
 
 def test_421_mid_transaction_is_resent_once_on_a_new_connection(server: DevServer) -> None:
-    failed_on: list[int] = []
+    failed: list[tuple[int, bytes]] = []
 
     def fail_second_data(command: str, _: object, session: RecordingSMTP) -> Reply | None:
         if command == "DATA" and server.log.commands["DATA"] == 2:
-            failed_on.append(session.connection_id)
+            failed.append((session.connection_id, session.envelope.original_content or b""))
             return Reply("421 4.3.0 Service shutting down, closing channel", close=True)
         return None
 
     server.fault = fail_second_data
     with extra_account("flaky", server.url() + "?max_connections=1"):
-        first, second = send_many(2, "flaky")
-        wait_all_sent([first])
-        wait_all_sent([second])
-    [delivered] = messages_of(server, second)
-    assert failed_on and delivered.connection != failed_on[0]
-    assert len(messages_of(server, first)) == 1
+        job_ids = send_many(2, "flaky")
+        wait_all_sent(job_ids)
+    [(connection, refused_data)] = failed
+    [victim] = [job_id for job_id in job_ids if job_id.encode() in refused_data]
+    [delivered] = messages_of(server, victim)
+    assert delivered.connection != connection
+    assert len(server.messages) == 2
 
 
 def test_a_failed_transaction_is_reset_before_the_session_is_reused(server: DevServer) -> None:

@@ -40,12 +40,18 @@ class Verdict:
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _RETRY_HINT = re.compile(
     r"(?:try again|retry)\s+(?:later\s+)?(?:in|after)\s+(\d+)\s*(s|sec|second|seconds|m|min|"
-    r"minute|minutes|h|hour|hours)\b", re.IGNORECASE,
+    r"minute|minutes|h|hour|hours)\b",
+    re.IGNORECASE,
 )
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 # Provider texts that mean "this account, not this message": daily quotas and sending limits.
-_QUOTA_TEXTS = ("daily quota exceeded", "daily user sending quota exceeded",
-                "daily sending quota", "sending limit exceeded", "quota exceeded")
+_QUOTA_TEXTS = (
+    "daily quota exceeded",
+    "daily user sending quota exceeded",
+    "daily sending quota",
+    "sending limit exceeded",
+    "quota exceeded",
+)
 # Accounts refused at the policy level: Microsoft 365 "SmtpClientAuthentication is disabled"
 # (5.7.139 / 5.7.3) and "client not authenticated to send mail" (5.7.57), Gmail 5.7.30 ...
 _ACCOUNT_ENHANCED = {"5.7.139", "5.7.3", "5.7.30", "5.7.57", "5.7.8"}
@@ -72,8 +78,11 @@ def classify_reply(code: int, reply: str, *, stage: str = "data") -> Verdict:
         return Verdict(Decision.DELIVERED, code, enhanced)
     if any(quota in text for quota in _QUOTA_TEXTS) or enhanced in ("5.4.5", "4.4.5"):
         return Verdict(Decision.ACCOUNT, code, enhanced, hint)
-    if code == 535 or code == 530 or (code >= 500 and enhanced in _ACCOUNT_ENHANCED
-                                        and stage != "rcpt"):
+    if (
+        code == 535
+        or code == 530
+        or (code >= 500 and enhanced in _ACCOUNT_ENHANCED and stage != "rcpt")
+    ):
         return Verdict(Decision.ACCOUNT, code, enhanced, hint)
     if 400 <= code < 500:
         return Verdict(Decision.TRANSIENT, code, enhanced, hint)

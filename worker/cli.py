@@ -133,6 +133,83 @@ def status(job_id: str, as_json: bool) -> None:
     console.print(table)
 
 
+@main.group()
+def dead() -> None:
+    """Inspect and retry dead-lettered jobs (permanent failures, retries exhausted)."""
+
+
+@dead.command("list")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def dead_list(limit: int, as_json: bool) -> None:
+    """The most recent dead letters, newest first."""
+    from tasks import dead as letters
+
+    _settings()
+    records = letters.list_dead(limit)
+    if as_json:
+        click.echo(
+            json.dumps([{k: v for k, v in r.items() if k != "payload"} for r in records], indent=2)
+        )
+        return
+    table = Table("job id", "account", "attempts", "reason")
+    for record in records:
+        table.add_row(record["job_id"], record["account"], record["attempts"], record["reason"])
+    console.print(table)
+    console.print(f"{letters.count()} dead letter(s). Retry with: mailworker dead retry ID")
+
+
+@dead.command("show")
+@click.argument("job_id")
+def dead_show(job_id: str) -> None:
+    """Everything kept about one dead job (its reason, last reply, the job itself)."""
+    from tasks import dead as letters
+
+    _settings()
+    record = letters.show(job_id)
+    if record is None:
+        _fail(f"no dead letter {job_id}; list them with: mailworker dead list", EXIT_FAILED)
+    click.echo(json.dumps(record, indent=2, sort_keys=True))
+
+
+@dead.command("retry")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every dead letter.")
+def dead_retry(job_ids: tuple[str, ...], retry_all: bool) -> None:
+    """Queue dead jobs again with a fresh retry budget."""
+    from tasks import dead as letters
+
+    _settings()
+    if not job_ids and not retry_all:
+        _fail("give job ids or --all")
+    ids = letters.all_ids() if retry_all else list(job_ids)
+    missing = [job_id for job_id in ids if not letters.resurrect(job_id)]
+    console.print(f"queued {len(ids) - len(missing)} job(s) again")
+    if missing:
+        _fail(f"no dead letter for: {', '.join(missing)}", EXIT_FAILED)
+
+
+@dead.command("purge")
+@click.confirmation_option(prompt="Delete every dead letter for good?")
+def dead_purge() -> None:
+    """Delete every dead letter."""
+    from tasks import dead as letters
+
+    _settings()
+    console.print(f"deleted {letters.purge()} dead letter(s)")
+
+
+@main.command()
+@click.argument("account")
+def resume(account: str) -> None:
+    """Lift the pause of an account (after fixing its password or quota)."""
+    from worker.pause import resume_account
+
+    _settings()
+    lifted = resume_account(account)
+    console.print(f"account {account!r} " + ("resumed" if lifted else "was not paused"))
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8587, show_default=True, type=int)

@@ -8,7 +8,7 @@ Partial refusal is a result, not an exception.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -39,25 +39,41 @@ class DeliveryReport:
     reply: str = ""
 
 
+# Called with (job id, accepted recipients) the moment the server said 250, on the loop.
+OnAccepted = Callable[[str, tuple[str, ...]], Awaitable[None]]
+
+
 async def deliver(
-    job: EmailJob, account: SmtpAccount, pool: ConnectionPool, *, timeout: float
+    job: EmailJob,
+    account: SmtpAccount,
+    pool: ConnectionPool,
+    *,
+    timeout: float,
+    on_accepted: OnAccepted | None = None,
 ) -> DeliveryReport:
-    """Send ``job`` to its not-yet-delivered recipients within ``timeout`` seconds."""
+    """Send ``job`` to its not-yet-delivered recipients within ``timeout`` seconds.
+
+    ``on_accepted`` records the accepted recipients before anything else happens, so the
+    window in which a crash could lose the fact that they got the mail stays tiny.
+    """
     envelope = build_envelope(job)
     try:
         async with asyncio.timeout(timeout):
             try:
-                return await _send_once(job, account, pool, envelope)
+                report = await _send_once(job, account, pool, envelope)
             except _StaleSession:
                 # A reused session died under us (idle drop, 421): that attempt never reached
                 # the server's queue, so the message goes out once more on a fresh session.
-                return await _send_once(job, account, pool, envelope, allow_stale_retry=False)
+                report = await _send_once(job, account, pool, envelope, allow_stale_retry=False)
     except TimeoutError as exc:
         raise TransientFailure(
             account.name,
             f"account {account.name!r}: no answer from {account.address} "
             f"within SMTP_TIMEOUT={timeout} s",
         ) from exc
+    if on_accepted is not None and report.accepted:
+        await on_accepted(job.id, report.accepted)
+    return report
 
 
 class _StaleSession(Exception):

@@ -31,7 +31,10 @@ TlsMode = Literal["starttls", "implicit", "none"]
 
 @dataclass(frozen=True)
 class Reply:
-    """What a fault makes the server answer; ``close`` drops the connection after it."""
+    """What a fault makes the server answer; ``close`` drops the connection after it.
+
+    ``Reply(None, close=True)`` drops the connection without answering or processing.
+    """
 
     text: str | None
     close: bool = False
@@ -88,7 +91,7 @@ class RecordingSMTP(SMTP):
         handler: Any,
         *,
         log: ServerLog,
-        fault: Fault | None,
+        faults: Callable[[], Fault | None],
         connection_id: int,
         counted: bool = True,
         **kwargs: Any,
@@ -96,7 +99,7 @@ class RecordingSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self.counted = counted
         self.log = log
-        self.fault = fault
+        self.faults = faults  # read per command: a test may change faults mid-session
         self.connection_id = connection_id
         self.user: str | None = None
 
@@ -128,8 +131,13 @@ class RecordingSMTP(SMTP):
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         with self.log.lock:
             self.log.commands[command] += 1
-        if self.fault is not None:
-            reply = self.fault(command, args[0] if args else None, self)
+        fault = self.faults()
+        if fault is not None:
+            reply = fault(command, args[0] if args else None, self)
+            if reply is not None and reply.text is None and reply.close:
+                # A dropped connection: no reply at all, nothing processed.
+                self.transport.abort()
+                return "421 4.4.2 connection dropped"  # written to a closed transport
             if reply is not None:
                 if reply.close:
                     # Runs after the reply below is written; close() flushes it first.
@@ -321,7 +329,7 @@ class _Controller(Controller):
             return RecordingSMTP(
                 self.handler,
                 log=owner.log,
-                fault=owner.fault,
+                faults=lambda: owner.fault,
                 counted=counted,
                 connection_id=next(owner._ids) if counted else 0,
                 **self.SMTP_kwargs,

@@ -17,27 +17,32 @@ import redis
 from tasks.redis_client import KEY_PREFIX, get_redis
 
 
-def _key(account: str) -> str:
+def pause_key(account: str) -> str:
     return f"{KEY_PREFIX}paused:{account}"
 
 
-def pause_account(account: str, seconds: float, reason: str, *,
-                  client: redis.Redis | None = None) -> float:
+def pause_account(
+    account: str, seconds: float, reason: str, *, client: redis.Redis | None = None
+) -> float:
     """Pause ``account`` for ``seconds``; return when the pause ends."""
     until = time.time() + seconds
     pipe = (client or get_redis()).pipeline(transaction=True)
-    pipe.hset(_key(account), mapping={"until": until, "reason": reason})
-    pipe.expire(_key(account), max(1, math.ceil(seconds)))
+    pipe.hset(pause_key(account), mapping={"until": until, "reason": reason})
+    pipe.expire(pause_key(account), max(1, math.ceil(seconds)))
     pipe.execute()
     return until
 
 
 def paused_until(account: str, *, client: redis.Redis | None = None) -> tuple[float, str] | None:
-    record = (client or get_redis()).hgetall(_key(account))
+    return read_pause((client or get_redis()).hgetall(pause_key(account)))
+
+
+def read_pause(record: dict[str, str]) -> tuple[float, str] | None:
+    """``(until, reason)`` from a pause record, or ``None`` if there is none in force."""
     if not record or float(record["until"]) <= time.time():
         return None
     return float(record["until"]), record.get("reason", "")
 
 
 def resume_account(account: str, *, client: redis.Redis | None = None) -> bool:
-    return bool((client or get_redis()).delete(_key(account)))
+    return bool((client or get_redis()).delete(pause_key(account)))

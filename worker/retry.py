@@ -22,7 +22,11 @@ def compute_backoff(
 
 
 def next_retry_at(
-    attempt: int, created_at: float, policy: RetryPolicy, *, hint: float | None = None,
+    attempt: int,
+    created_at: float,
+    policy: RetryPolicy,
+    *,
+    hint: float | None = None,
     now: float | None = None,
 ) -> float | None:
     """When attempt ``attempt + 1`` should run, or ``None`` when the job has run out of time.

@@ -14,8 +14,11 @@ import ssl
 import threading
 from functools import partial
 
+import redis.asyncio
+
 from settings import Settings, SmtpAccount, get_settings
 from tasks.job import EmailJob
+from tasks.ledger import mark_sent_async
 from worker.bridge import LoopThread
 from worker.connection import open_connection
 from worker.delivery import DeliveryReport, deliver
@@ -35,6 +38,7 @@ class Runtime:
         self._pools: dict[SmtpAccount, ConnectionPool] = {}
         self._tls: dict[str | None, ssl.SSLContext] = {}
         self._hostname = socket.getfqdn()
+        self._redis: redis.asyncio.Redis | None = None
 
     def deliver(self, job: EmailJob, settings: Settings | None = None) -> DeliveryReport:
         settings = settings or get_settings()
@@ -47,10 +51,11 @@ class Runtime:
 
     def close(self, timeout: float = 10.0) -> None:
         """QUIT every pooled connection, then stop the loop."""
-        if self._bridge.running and self._pools:
+        if self._bridge.running and (self._pools or self._redis):
             pools, self._pools = list(self._pools.values()), {}
+            client, self._redis = self._redis, None
             try:
-                self._bridge.run(_close_all(pools), timeout=timeout)
+                self._bridge.run(_close_all(pools, client), timeout=timeout)
             except TimeoutError:
                 pass
         self._bridge.stop()
@@ -61,7 +66,20 @@ class Runtime:
         pool = self._pools.get(account)
         if pool is None:
             pool = self._pools[account] = self._new_pool(account, settings)
-        return await deliver(job, account, pool, timeout=settings.smtp_timeout)
+        return await deliver(
+            job, account, pool, timeout=settings.smtp_timeout, on_accepted=self._record_sent
+        )
+
+    async def _record_sent(self, job_id: str, recipients: tuple[str, ...]) -> None:
+        if self._redis is None:  # created on the loop that uses it
+            settings = get_settings()
+            self._redis = redis.asyncio.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout,
+                decode_responses=True,
+            )
+        await mark_sent_async(self._redis, job_id, recipients)
 
     def _new_pool(self, account: SmtpAccount, settings: Settings) -> ConnectionPool:
         factory = partial(
@@ -81,8 +99,10 @@ class Runtime:
         return self._tls[key]
 
 
-async def _close_all(pools: list[ConnectionPool]) -> None:
+async def _close_all(pools: list[ConnectionPool], client: redis.asyncio.Redis | None) -> None:
     await asyncio.gather(*(pool.close() for pool in pools))
+    if client is not None:
+        await client.aclose()
 
 
 _lock = threading.Lock()

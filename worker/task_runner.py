@@ -17,17 +17,26 @@ from typing import Any
 
 from celery import Task
 
-from settings import Settings, get_settings
+from settings import Settings, SettingsError, get_settings
 from tasks.app import TRANSACTIONAL_QUEUE
 from tasks.dead import bury
-from tasks.deferred import defer
+from tasks.deferred import stage_defer, stage_discard
 from tasks.job import EmailJob, UndecodableJob
-from tasks.ledger import already_sent, mark_sent, release_idempotency_key, suppress, suppressed
-from tasks.status import record_status
+from tasks.ledger import (
+    SUPPRESSED,
+    lock_remaining,
+    release_idempotency_key,
+    sent_key,
+    stage_hold,
+    stage_let_go,
+    suppress,
+)
+from tasks.redis_client import get_redis
+from tasks.status import State, stage_status
 from worker.classify import Decision, Verdict, classify_error, classify_reply
 from worker.delivery import DeliveryReport
 from worker.errors import DeliveryError
-from worker.pause import pause_account, paused_until
+from worker.pause import pause_account, pause_key, read_pause
 from worker.retry import next_retry_at
 from worker.runtime import get_runtime
 
@@ -56,8 +65,7 @@ def run_job(task: Task, payload: Any) -> dict[str, Any]:
     except UndecodableJob as exc:
         job_id = str(task.request.id)
         log.error("dead-lettering undecodable job %s: %s", job_id, exc)
-        bury(job_id, payload if isinstance(payload, dict) else None, reason=str(exc),
-             queue=queue)
+        bury(job_id, payload if isinstance(payload, dict) else None, reason=str(exc), queue=queue)
         return {"state": "dead", "reason": str(exc)}
     return JobRun(job, queue, get_settings()).run()
 
@@ -67,25 +75,70 @@ class JobRun:
         self.job = job
         self.queue = queue
         self.settings = settings
-        self.outcome = Outcome(sent=already_sent(job.id) | set(job.done))
+        self.outcome = Outcome(sent=set(job.done))
+        self.client = get_redis()
 
     def run(self) -> dict[str, Any]:
         job = self.job
-        blocked = suppressed(job.recipients)
+        held, blocked, pause = self._preflight()
+        if not held:
+            # Another copy is being sent, or its worker died holding the lock: look again
+            # when the lock has expired; the sent-ledger decides what is left to send then.
+            wait = lock_remaining(job.id, client=self.client) + 1
+            log.info("job %s: another copy holds the run lock; again in %d s", job.id, wait)
+            return self._defer(
+                time.time() + wait,
+                "another copy of this job is being sent",
+                consume_attempt=False,
+                release_lock=False,
+            )
+        try:
+            return self._attempt(blocked, pause)
+        except BaseException:
+            # Every normal exit releases the lock in _commit; an unexpected error must too,
+            # or the job's next delivery would be refused as a duplicate.
+            pipe = self.client.pipeline(transaction=False)
+            stage_let_go(pipe, job.id)
+            pipe.execute()
+            raise
+
+    def _preflight(self) -> tuple[bool, set[str], tuple[float, str] | None]:
+        """One round trip: run lock, sent-ledger, suppression list, account pause, status."""
+        job = self.job
+        account = self.settings.accounts.get(job.account)
+        lock_seconds = self.settings.smtp_timeout * 2 + 30
+        if account is not None:
+            lock_seconds += account.pool.acquire_timeout
+        pipe = self.client.pipeline(transaction=False)
+        stage_hold(pipe, job.id, lock_seconds)
+        pipe.smembers(sent_key(job.id))
+        pipe.hmget(SUPPRESSED, [r.lower() for r in job.recipients])
+        pipe.hgetall(pause_key(job.account))
+        stage_status(pipe, job.id, "sending", attempt=job.attempt)
+        held, sent, flags, pause, *_ = pipe.execute()
+        self.outcome.sent.update(sent)
+        blocked = {r for r, flag in zip(job.recipients, flags, strict=True) if flag is not None}
+        return bool(held), blocked, read_pause(pause)
+
+    def _attempt(self, blocked: set[str], pause: tuple[float, str] | None) -> dict[str, Any]:
+        job = self.job
         self.outcome.bounced.update({r: "suppressed" for r in blocked})
-        pending = tuple(r for r in job.recipients
-                        if r not in self.outcome.sent and r not in blocked)
+        pending = tuple(
+            r for r in job.recipients if r not in self.outcome.sent and r not in blocked
+        )
         if not pending:
             return self._finish()  # redelivered after a crash, or everyone suppressed
-        pause = paused_until(job.account)
         if pause is not None:
-            return self._defer(pause[0], f"account {job.account!r} paused: {pause[1]}",
-                               consume_attempt=False)
-
-        record_status(job.id, "sending", attempt=job.attempt)
+            return self._defer(
+                pause[0], f"account {job.account!r} paused: {pause[1]}", consume_attempt=False
+            )
         started = time.monotonic()
         try:
             report = get_runtime().deliver(replace(job, done=tuple(self.outcome.sent | blocked)))
+        except SettingsError as exc:  # this worker lacks the account: wait for one that has it
+            return self._defer(
+                time.time() + self.settings.account_pause_seconds, str(exc), consume_attempt=False
+            )
         except DeliveryError as exc:
             verdict = classify_error(exc)
             self._log(verdict.decision.value, started, exc.code)
@@ -93,7 +146,6 @@ class JobRun:
         except (ValueError, TypeError, UnicodeError) as exc:
             log.exception("job %s could not be built into a message", job.id)
             return self._dead(f"message could not be built: {type(exc).__name__}", None, "")
-        mark_sent(job.id, report.accepted)  # first: whatever happens next, no second copy
         self._log("delivered" if not report.refused else "partial", started, 250)
         return self._settle(report)
 
@@ -115,8 +167,10 @@ class JobRun:
             return self._pause_and_defer(account_trouble, "quota or policy refusal at RCPT")
         if self.outcome.retry:
             hint = max((v.retry_after or 0 for v in self.outcome.retry.values()), default=0)
-            reason = "; ".join(f"{r}: {report.refused[r].code} {report.refused[r].message}"
-                               for r in self.outcome.retry)
+            reason = "; ".join(
+                f"{r}: {report.refused[r].code} {report.refused[r].message}"
+                for r in self.outcome.retry
+            )
             return self._retry(reason, hint or None)
         return self._finish()
 
@@ -138,19 +192,28 @@ class JobRun:
         return self._defer(until, reason, consume_attempt=False)
 
     def _retry(self, reason: str, hint: float | None) -> dict[str, Any]:
-        due = next_retry_at(self.job.attempt, self.job.created_at, self.settings.retry,
-                            hint=hint)
+        due = next_retry_at(self.job.attempt, self.job.created_at, self.settings.retry, hint=hint)
         if due is None:
             return self._dead(f"gave up after {self.job.attempt} attempts: {reason}", None, "")
         return self._defer(due, reason, consume_attempt=True)
 
-    def _defer(self, due: float, reason: str, *, consume_attempt: bool) -> dict[str, Any]:
+    def _defer(
+        self, due: float, reason: str, *, consume_attempt: bool, release_lock: bool = True
+    ) -> dict[str, Any]:
         job = self.job
-        retry = replace(job, attempt=job.attempt + 1 if consume_attempt else job.attempt,
-                        done=tuple(self.outcome.sent))
-        defer(job.id, retry.to_payload(), due, self.queue)
-        record_status(job.id, "deferred", error=reason, next_attempt_at=due,
-                      recipients=self.outcome.recipients(job.recipients), attempt=job.attempt)
+        retry = replace(
+            job,
+            attempt=job.attempt + 1 if consume_attempt else job.attempt,
+            done=tuple(self.outcome.sent),
+        )
+        self._commit(
+            "deferred",
+            defer_until=due,
+            retry=retry,
+            release_lock=release_lock,
+            error=reason,
+            next_attempt_at=due,
+        )
         return {"state": "deferred", "reason": reason, "next_attempt_at": due}
 
     def _dead(self, reason: str, code: int | None, reply: str) -> dict[str, Any]:
@@ -158,24 +221,52 @@ class JobRun:
         bury(job.id, job.to_payload(), reason=reason, queue=self.queue, code=code, reply=reply)
         if job.idempotency_key is not None:
             release_idempotency_key(job.idempotency_key, job.id)
-        record_status(job.id, "failed", error=reason, attempt=job.attempt,
-                      recipients=self.outcome.recipients(job.recipients))
+        self._commit("failed", error=reason)
         log.error("job %s dead-lettered: %s", job.id, reason)
         return {"state": "dead", "reason": reason}
 
     def _finish(self) -> dict[str, Any]:
+        if self.outcome.sent:
+            self._commit("sent")
+            return {"state": "sent"}
+        self._commit("failed", error="every recipient bounced or is suppressed")
+        return {"state": "failed"}
+
+    def _commit(
+        self,
+        state: State,
+        *,
+        defer_until: float | None = None,
+        retry: EmailJob | None = None,
+        release_lock: bool = True,
+        **fields: str | float,
+    ) -> None:
+        """The attempt's last word, in one transaction: status, deferred copy, run lock."""
         job = self.job
-        state = "sent" if self.outcome.sent else "failed"
-        fields: dict[str, Any] = {}
-        if not self.outcome.sent:
-            fields["error"] = "every recipient bounced or is suppressed"
-        record_status(job.id, state, attempt=job.attempt,
-                      recipients=self.outcome.recipients(job.recipients), **fields)
-        return {"state": state}
+        pipe = self.client.pipeline(transaction=True)
+        if defer_until is not None and retry is not None:
+            stage_defer(pipe, job.id, retry.to_payload(), defer_until, self.queue)
+        else:
+            stage_discard(pipe, job.id)  # finished: its watchdog copy must never fire
+        stage_status(
+            pipe,
+            job.id,
+            state,
+            attempt=job.attempt,
+            recipients=self.outcome.recipients(job.recipients),
+            **fields,
+        )
+        if release_lock:
+            stage_let_go(pipe, job.id)
+        pipe.execute()
 
     def _log(self, outcome: str, started: float, code: int | None) -> None:
         log.info(
             "attempt job=%s account=%s outcome=%s code=%s attempt=%d latency_ms=%.1f",
-            self.job.id, self.job.account, outcome, code, self.job.attempt,
+            self.job.id,
+            self.job.account,
+            outcome,
+            code,
+            self.job.attempt,
             (time.monotonic() - started) * 1000,
         )

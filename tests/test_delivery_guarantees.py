@@ -1,0 +1,253 @@
+"""Every job ends delivered, deferred or dead-lettered; nobody gets a second copy.
+
+Real Redis, real worker processes, a real SMTP server that misbehaves on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from settings import reload_settings
+from tasks import send_email
+from tasks.dead import count as dead_count
+from tasks.deferred import defer, due_at
+from tasks.ledger import suppressed
+from tasks.validation import build_job
+from tests.conftest import PASSWORD, USER
+from tests.helpers import extra_account, messages_of, wait_all_sent, wait_for_status, worker_process
+from worker.devserver import DevServer, RecordingSMTP, Reply
+from worker.pause import paused_until
+
+
+@pytest.fixture
+def server(certificate_dir: Path, ca: trustme.CA) -> Iterator[DevServer]:
+    with DevServer(
+        tls="starttls", users={USER: PASSWORD}, ca=ca, certificate_dir=certificate_dir
+    ) as running:
+        yield running
+
+
+def message_ids(server: DevServer) -> Counter[str]:
+    return Counter(str(m.message["Message-ID"]) for m in server.messages)
+
+
+def _send(count: int, account: str, queue: str = "email") -> list[str]:
+    return [
+        send_email.apply_async(
+            kwargs={
+                "to": f"reader{i}@example.com",
+                "subject": f"n{i}",
+                "text": "x",
+                "account": account,
+            },
+            queue=queue,
+        ).id
+        for i in range(count)
+    ]
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_550_for_one_of_three_recipients(server: DevServer) -> None:
+    def refuse_nobody(command: str, argument: object, _: RecordingSMTP) -> Reply | None:
+        if command == "RCPT" and "nobody@" in str(argument):
+            return Reply("550 5.1.1 <nobody@example.com>: Recipient address rejected")
+        return None
+
+    server.fault = refuse_nobody
+    with extra_account("partial", server.url()):
+        result = send_email.delay(
+            to=["ann@example.com", "nobody@example.com"],
+            cc="bob@example.com",
+            subject="s",
+            text="t",
+            account="partial",
+        )
+        record = wait_for_status(result.id, "sent", "failed", "deferred")
+        again = send_email.delay(to="nobody@example.com", subject="s", text="t", account="partial")
+        second = wait_for_status(again.id, "sent", "failed", "deferred")
+    assert record["state"] == "sent"
+    assert record["recipients"]["ann@example.com"] == "sent"
+    assert record["recipients"]["bob@example.com"] == "sent"
+    assert record["recipients"]["nobody@example.com"].startswith("bounced 550")
+    [delivered] = messages_of(server, result.id)
+    assert sorted(delivered.rcpt_tos) == ["ann@example.com", "bob@example.com"]
+    assert suppressed(("nobody@example.com",)) == {"nobody@example.com"}
+    assert second["state"] == "failed" and messages_of(server, again.id) == []
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_transient_refusal_is_retried_for_that_recipient_only(server: DevServer) -> None:
+    refused: list[str] = []
+
+    def busy_once(command: str, argument: object, _: RecordingSMTP) -> Reply | None:
+        if command == "RCPT" and "carl@" in str(argument) and not refused:
+            refused.append(str(argument))
+            return Reply("450 4.2.1 Mailbox busy, try again in 1 seconds")
+        return None
+
+    server.fault = busy_once
+    with extra_account("busy", server.url()):
+        result = send_email.delay(
+            to=["ann@example.com", "carl@example.com"], subject="s", text="t", account="busy"
+        )
+        record = wait_for_status(result.id, "sent", "failed")
+    copies = messages_of(server, result.id)
+    assert [sorted(m.rcpt_tos) for m in copies] == [["ann@example.com"], ["carl@example.com"]]
+    assert record["state"] == "sent" and record["attempt"] == 2
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_535_pauses_the_account_and_mail_goes_out_once_the_password_is_fixed(
+    server: DevServer,
+) -> None:
+    dead_before = dead_count()
+    with extra_account("locked", server.url(USER, "expired-password")):
+        job_ids = _send(3, "locked")
+        for job_id in job_ids:
+            assert "535" in wait_for_status(job_id, "deferred")["error"]
+        assert paused_until("locked") is not None
+        assert server.messages == []
+        os.environ["SMTP_URL_LOCKED"] = server.url()  # the operator fixes the password
+        reload_settings()
+        wait_all_sent(job_ids, timeout=30)
+    assert dead_count() == dead_before
+    assert sorted(message_ids(server).values()) == [1, 1, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("celery_worker")
+def test_1000_jobs_through_a_server_failing_10_percent_arrive_exactly_once(
+    server: DevServer,
+) -> None:
+    chance = random.Random(1234)
+    plan: dict[int, str] = {}
+
+    def unreliable(command: str, _: object, session: RecordingSMTP) -> Reply | None:
+        if command == "MAIL":
+            roll = chance.random()
+            plan[session.connection_id] = (
+                "drop" if roll < 0.033 else "421" if roll < 0.066 else "451" if roll < 0.1 else ""
+            )
+            if plan[session.connection_id] == "drop":
+                return Reply(None, close=True)
+        if command == "DATA":
+            fault = plan.pop(session.connection_id, "")
+            if fault == "421":
+                return Reply("421 4.3.0 Service shutting down", close=True)
+            if fault == "451":
+                return Reply("451 4.3.0 Local error in processing")
+        return None
+
+    server.fault = unreliable
+    with extra_account("unreliable", server.url()):
+        job_ids = _send(1000, "unreliable")
+        wait_all_sent(job_ids, timeout=240)
+    ids = message_ids(server)
+    assert len(ids) == 1000 and set(ids.values()) == {1}
+    assert server.log.commands["MAIL"] > 1050  # the faults really forced retries
+
+
+def test_a_job_deferred_for_2_hours_survives_a_worker_restart(
+    server: DevServer, environment: dict[str, str]
+) -> None:
+    from settings import get_settings
+
+    with extra_account("later", server.url()):
+        job = build_job(
+            get_settings(),
+            {"to": "ann@example.com", "subject": "s", "text": "t", "account": "later"},
+        )
+        due = time.time() + 7200
+        defer(job.id, job.to_payload(), due, "restart-test")
+        env = {"SMTP_URL_LATER": server.url()}
+        for _ in range(2):
+            with worker_process("restart-test", env) as worker:
+                time.sleep(3)
+                worker.send_signal(signal.SIGKILL)
+                worker.wait(10)
+    assert due_at(job.id) == pytest.approx(due)
+    assert server.messages == []
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_drain_exits_in_time_and_loses_nothing(
+    server: DevServer, environment: dict[str, str]
+) -> None:
+    env = {"SMTP_URL_DRAIN": server.url()}
+    with extra_account("drain", server.url()):
+        job_ids = _send(400, "drain", queue="sigterm-test")
+        with worker_process("sigterm-test", env) as worker:
+            server.log.wait_for_messages(100, timeout=60)
+            started = time.monotonic()
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(25)
+            assert time.monotonic() - started < 25
+        with worker_process("sigterm-test", env):
+            wait_all_sent(job_ids, timeout=120)
+    ids = message_ids(server)
+    assert len(ids) == 400 and set(ids.values()) == {1}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigkill_three_times_while_2000_jobs_drain(
+    server: DevServer, environment: dict[str, str]
+) -> None:
+    # A short visibility timeout so the killed workers' jobs come back within the test.
+    # A short visibility timeout and acquire timeout (which bounds a killed worker's run
+    # lock) so the killed workers' jobs come back within the test.
+    url = server.url() + "?acquire_timeout=5"
+    env = {"SMTP_URL_CRASHY": url, "REDIS_VISIBILITY_TIMEOUT": "10"}
+    kills: list[float] = []
+    with extra_account("crashy", url):
+        job_ids = _send(2000, "crashy", queue="sigkill-test")
+        for milestone in (400, 900, 1400):
+            with worker_process("sigkill-test", env) as worker:
+                server.log.wait_for_messages(milestone, timeout=120)
+                # Kill at a moment unrelated to any acceptance, as real crashes are.
+                time.sleep(random.uniform(0.05, 0.3))
+                worker.send_signal(signal.SIGKILL)
+                kills.append(time.time())
+                worker.wait(10)
+        with worker_process("sigkill-test", env):
+            wait_all_sent(job_ids, timeout=240)
+    ids = message_ids(server)
+    assert len(ids) == 2000  # nothing lost
+    # SMTP cannot make "the server said 250" and "we wrote that down" one atomic step
+    # (RFC 1047): a worker killed in the millisecond between them sends that message again.
+    # Anything else sent twice is a bug.
+    first_copy = {}
+    for message in server.messages:
+        first_copy.setdefault(str(message.message["Message-ID"]), message.received_at)
+    for message_id, copies in ids.items():
+        if copies > 1:
+            assert copies == 2
+            assert any(0 <= kill - first_copy[message_id] < 0.05 for kill in kills), message_id
+    assert sum(copies - 1 for copies in ids.values()) <= len(kills)
+
+
+def test_a_job_the_broker_lost_is_published_again_by_its_watchdog(
+    server: DevServer, environment: dict[str, str]
+) -> None:
+    from tasks.deferred import DUE
+    from tasks.redis_client import get_redis
+
+    client = get_redis()
+    with extra_account("watched", server.url()):
+        [job_id] = _send(1, "watched", queue="watchdog-test")
+        client.delete("mailworker:celery:watchdog-test")  # the broker lost it
+        assert client.zscore(DUE, job_id) is not None  # the watchdog copy is armed
+        client.zadd(DUE, {job_id: time.time()})  # ... and its time has come
+        with worker_process("watchdog-test", {"SMTP_URL_WATCHED": server.url()}):
+            wait_all_sent([job_id], timeout=30)
+    assert len(messages_of(server, job_id)) == 1
+    assert client.zscore(DUE, job_id) is None  # finished: the watchdog is disarmed
