@@ -86,6 +86,15 @@ def untrusted_server(certificate_dir: Path) -> Iterator[DevServer]:
     server.stop()
 
 
+@pytest.fixture
+def server(certificate_dir: Path, ca: trustme.CA) -> Iterator[DevServer]:
+    """A fresh STARTTLS + AUTH server for one test (set ``server.fault`` to misbehave)."""
+    with DevServer(
+        tls="starttls", users={USER: PASSWORD}, ca=ca, certificate_dir=certificate_dir
+    ) as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def environment(
     redis_url: str,

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import trustme
 
 from tasks import dead, send_email
 from tasks.send import publish
-from tests.conftest import PASSWORD, USER
+from tests.conftest import PASSWORD
 from tests.helpers import extra_account, messages_of, wait_for_status
 from tests.test_cli import mailworker
 from worker.devserver import DevServer, RecordingSMTP, Reply
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
-
-
-@pytest.fixture
-def server(certificate_dir: Path, ca: trustme.CA) -> Iterator[DevServer]:
-    with DevServer(
-        tls="starttls", users={USER: PASSWORD}, ca=ca, certificate_dir=certificate_dir
-    ) as running:
-        yield running
 
 
 def test_a_rejected_message_is_dead_lettered_at_once_and_can_be_retried(

@@ -10,11 +10,8 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import trustme
 
 from settings import reload_settings
 from tasks import send_email
@@ -22,18 +19,10 @@ from tasks.dead import count as dead_count
 from tasks.deferred import defer, due_at
 from tasks.ledger import suppressed
 from tasks.validation import build_job
-from tests.conftest import PASSWORD, USER
+from tests.conftest import USER
 from tests.helpers import extra_account, messages_of, wait_all_sent, wait_for_status, worker_process
 from worker.devserver import DevServer, RecordingSMTP, Reply
 from worker.pause import paused_until
-
-
-@pytest.fixture
-def server(certificate_dir: Path, ca: trustme.CA) -> Iterator[DevServer]:
-    with DevServer(
-        tls="starttls", users={USER: PASSWORD}, ca=ca, certificate_dir=certificate_dir
-    ) as running:
-        yield running
 
 
 def message_ids(server: DevServer) -> Counter[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, 
 from worker.devserver import DevServer, RecordingSMTP, Reply
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
-
-
-@pytest.fixture
-def server(certificate_dir: Path, ca: trustme.CA) -> Iterator[DevServer]:
-    with DevServer(
-        tls="starttls", users={USER: PASSWORD}, ca=ca, certificate_dir=certificate_dir
-    ) as running:
-        yield running
 
 
 @pytest.mark.slow
