@@ -74,7 +74,8 @@ class Settings:
     @property
     def watchdog_seconds(self) -> float:
         """When a queued job that never finished is published again (see tasks.send)."""
-        return self.redis_visibility_timeout + 60.0
+        # 45 s after a killed worker's jobs would be back: 285 s by default, within 5 min.
+        return self.redis_visibility_timeout + 45.0
 
     def account(self, name: str) -> SmtpAccount:
         try:

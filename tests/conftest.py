@@ -118,7 +118,7 @@ def environment(
         "RETRY_BASE_DELAY": "0.2",
         "RETRY_MAX_DELAY": "2",
         "ACCOUNT_PAUSE_SECONDS": "2",
-        # Jobs a killed worker took come back after 20 s; a job the broker lost, after 80 s.
+        # Jobs a killed worker took come back after 20 s; a job the broker lost, after 65 s.
         "REDIS_VISIBILITY_TIMEOUT": "20",
     }
     saved = {k: os.environ.get(k) for k in env}
