@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
 
+from tasks.job import EmailJob
 from tasks.redis_client import KEY_PREFIX, get_redis
+from tasks.send import enqueue
 
 INDEX = f"{KEY_PREFIX}dead"
 
@@ -86,11 +89,6 @@ def resurrect(job_id: str, *, client: redis.Redis | None = None) -> bool:
 
     Recipients already in its sent-ledger still get nothing: the worker checks it first.
     """
-    from dataclasses import replace
-
-    from tasks.job import EmailJob
-    from tasks.send import enqueue
-
     record = show(job_id, client=client)
     if record is None:
         return False

@@ -113,7 +113,3 @@ def release(job_ids: list[str], *, client: redis.Redis | None = None) -> None:
 def due_at(job_id: str, *, client: redis.Redis | None = None) -> float | None:
     score = (client or get_redis()).zscore(DUE, job_id)
     return float(score) if score is not None else None
-
-
-def pending(*, client: redis.Redis | None = None) -> int:
-    return int((client or get_redis()).zcard(DUE))
