@@ -29,6 +29,7 @@ from worker.devredis import start_private_redis
 
 RESULTS = Path(__file__).parent / "results"
 FLOOR_KEYS = (FLOOR_DONE, FLOOR_LAST)
+LIMITS_FAR_ABOVE = "rate=100000/s,100000000/d&rate.example.com=100000/s"
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Bench:
         results: dict[str, list[Run]] = {
             "baseline": [],
             "mailworker": [],
+            "limited": [],
             "ceiling": [],
             "floor": [],
         }
@@ -101,6 +103,15 @@ class Bench:
                     "email",
                     self._mailworker_producer(),
                     profile=self.args.profile and last,
+                )
+            )
+            # Limits far above the send rate: what the Redis limiter itself costs.
+            results["limited"].append(
+                self.queued(
+                    "worker",
+                    "email",
+                    self._mailworker_producer(),
+                    env={"SMTP_URL": self.env["SMTP_URL"] + "&" + LIMITS_FAR_ABOVE},
                 )
             )
             results["ceiling"].append(self.ceiling())
@@ -125,10 +136,11 @@ class Bench:
         *,
         profile: bool = False,
         keys: tuple[str, str] = (COUNTER, LAST),
+        env: dict[str, str] | None = None,
     ) -> Run:
         worker = subprocess.Popen(
             celery_worker_argv(queue, app=app, concurrency=self.args.concurrency, loglevel="ERROR"),
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **(env or {})},
         )
         try:
             self._reset(keys)
@@ -242,6 +254,10 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def _paired(a: list[Run], b: list[Run], count: int) -> str:
+    return ", ".join(f"{x.rate(count) / y.rate(count):.2f}x" for x, y in zip(a, b, strict=True))
+
+
 def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
     count = args.messages
     median = {
@@ -258,16 +274,23 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
     names = {
         "baseline": "Celery task + smtplib, connection per message (baseline)",
         "mailworker": "mailworker (`send_email.delay`, pooled connections)",
+        "limited": "mailworker with rate limits far above the send rate",
         "ceiling": "raw aiosmtplib, persistent connections, no queue (ceiling)",
         "floor": "Celery task that sends nothing, same settings (queue floor)",
     }
-    for name in ("baseline", "mailworker", "ceiling", "floor"):
+    for name in ("baseline", "mailworker", "limited", "ceiling", "floor"):
         memory = f"{rss[name]:.0f} MB" if rss[name] else "-"
         lines.append(
             f"| {names[name]} | {median[name]:.0f} | "
             f"{median[name] / median['baseline']:.2f}x | "
             f"{median[name] / median['ceiling']:.0%} | {memory} |"
         )
+    lines += [
+        "",
+        f"Rate limiter overhead: mailworker with limits runs at "
+        f"{median['limited'] / median['mailworker']:.2f}x mailworker without "
+        f"(paired runs: {_paired(results['limited'], results['mailworker'], count)}).",
+    ]
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -10,11 +10,15 @@ from __future__ import annotations
 from functools import lru_cache
 
 from settings.errors import SettingsError
-from settings.model import DEFAULT_REDIS_URL, RetryPolicy, Settings, load_settings
+from settings.limits import AccountLimits, Rate
+from settings.model import DEFAULT_REDIS_URL, LimiterPolicy, RetryPolicy, Settings, load_settings
 from settings.smtp_url import PoolOptions, SmtpAccount, parse_smtp_url
 
 __all__ = [
     "DEFAULT_REDIS_URL",
+    "AccountLimits",
+    "LimiterPolicy",
+    "Rate",
     "PoolOptions",
     "RetryPolicy",
     "Settings",

@@ -39,6 +39,9 @@ class _Environment(BaseModel):
     RETRY_MAX_ATTEMPTS: int = Field(default=10, ge=1)
     RETRY_MAX_AGE: float = Field(default=2 * 24 * 3600.0, gt=0)
     ACCOUNT_PAUSE_SECONDS: float = Field(default=300.0, gt=0)
+    RATE_LIMIT_MAX_SLEEP: float = Field(default=5.0, ge=0)
+    THROTTLE_COOLDOWN_SECONDS: float = Field(default=60.0, gt=0)
+    CONNECTION_LEASE_SECONDS: float = Field(default=15.0, ge=1)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,21 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class LimiterPolicy:
+    """How workers wait for the cluster-wide limits of :mod:`settings.limits`.
+
+    A wait up to ``max_sleep`` seconds sleeps inside the task; a longer one (a daily quota
+    used up) defers the job through Redis. A throttling reply halves an account's per-second
+    and per-minute rates; each ``throttle_cooldown`` without one doubles them back. A killed
+    worker's connection slots return after ``connection_lease`` seconds.
+    """
+
+    max_sleep: float = 5.0
+    throttle_cooldown: float = 60.0
+    connection_lease: float = 15.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything mailworker reads from its environment. Build it with :func:`load_settings`."""
 
@@ -70,6 +88,7 @@ class Settings:
     redis_visibility_timeout: int
     retry: RetryPolicy
     account_pause_seconds: float
+    limiter: LimiterPolicy = LimiterPolicy()
 
     @property
     def watchdog_seconds(self) -> float:
@@ -121,6 +140,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             max_age=scalars.RETRY_MAX_AGE,
         ),
         account_pause_seconds=scalars.ACCOUNT_PAUSE_SECONDS,
+        limiter=LimiterPolicy(
+            max_sleep=scalars.RATE_LIMIT_MAX_SLEEP,
+            throttle_cooldown=scalars.THROTTLE_COOLDOWN_SECONDS,
+            connection_lease=scalars.CONNECTION_LEASE_SECONDS,
+        ),
     )
 
 

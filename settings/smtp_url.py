@@ -6,8 +6,9 @@ Schemes (the public contract):
 * ``smtps://user:pass@host:465``: implicit TLS from the first byte.
 * ``smtp://host:25``: a local relay, only without credentials (AUTH never goes in clear).
 
-Query parameters tune the per-process connection pool (see :class:`PoolOptions`) and,
-for ``auth=xoauth2``, the OAuth2 token source.
+Query parameters tune the per-process connection pool (see :class:`PoolOptions`), set the
+account's cluster-wide limits (see :mod:`settings.limits`) and, for ``auth=xoauth2``, the
+OAuth2 token source.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pydantic import SecretStr
 
 from settings.errors import SettingsError
+from settings.limits import AccountLimits, pop_limits
 
 Security = Literal["starttls", "tls", "none"]
 
@@ -59,6 +61,7 @@ class SmtpAccount:
     client_id: str | None = None
     scope: str | None = None
     pool: PoolOptions = field(default_factory=PoolOptions)
+    limits: AccountLimits = field(default_factory=AccountLimits)
 
     @property
     def variable(self) -> str:
@@ -120,8 +123,20 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         token_url=options.pop("token_url", None),
         client_id=options.pop("client_id", None),
         scope=options.pop("scope", None),
+        limits=pop_limits(variable, options),
         pool=_pool_options(variable, options),
     )
+
+
+_OTHERS = [
+    "auth",
+    "client_id",
+    "cluster_connections",
+    "rate",
+    "rate.<domain>",
+    "scope",
+    "token_url",
+]
 
 
 def _pool_options(variable: str, options: dict[str, str]) -> PoolOptions:
@@ -129,7 +144,7 @@ def _pool_options(variable: str, options: dict[str, str]) -> PoolOptions:
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise SettingsError(
-            variable, f"unknown query parameter(s) {unknown}; known: {sorted(known) + ['auth']}"
+            variable, f"unknown query parameter(s) {unknown}; known: {sorted(known) + _OTHERS}"
         )
     values: dict[str, float | int] = {}
     for name, raw in options.items():

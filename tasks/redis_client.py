@@ -27,3 +27,9 @@ def get_redis() -> redis.Redis:
 def reset_redis() -> None:
     """Drop the cached client (after :func:`settings.reload_settings`)."""
     get_redis.cache_clear()
+
+
+def account_key(account: str, suffix: str) -> str:
+    """A key of one account's limiter state; the ``{account:...}`` hash tag keeps an
+    account's keys in one Redis Cluster slot, so one Lua script may touch them all."""
+    return f"{KEY_PREFIX}{{account:{account}}}:{suffix}"

@@ -45,7 +45,7 @@ class SendEmailTask(Task):
             owner = claim_idempotency_key(job.idempotency_key, job.id)
             if owner != job.id:
                 return AsyncResult(owner, app=app)  # queued or sent already: nothing to do
-        return enqueue(job, queue=options.pop("queue", TRANSACTIONAL_QUEUE), **options)
+        return enqueue(job, queue=options.pop("queue", None) or TRANSACTIONAL_QUEUE, **options)
 
 
 # The decorator is lazy: the app (and so the settings) is configured on first use of the

@@ -118,6 +118,9 @@ def environment(
         "RETRY_BASE_DELAY": "0.2",
         "RETRY_MAX_DELAY": "2",
         "ACCOUNT_PAUSE_SECONDS": "2",
+        # A throttled account recovers within seconds; a killed worker's slots within 3 s.
+        "THROTTLE_COOLDOWN_SECONDS": "1",
+        "CONNECTION_LEASE_SECONDS": "3",
         # Jobs a killed worker took come back after 20 s; a job the broker lost, after 65 s.
         "REDIS_VISIBILITY_TIMEOUT": "20",
     }

@@ -44,10 +44,18 @@ def extra_account(name: str, url: str) -> Iterator[None]:
         reload_settings()
 
 
-def send_many(count: int, account: str, **extra: Any) -> list[str]:
+def send_many(count: int, account: str, *, queue: str | None = None, **extra: Any) -> list[str]:
+    """Queue ``count`` one-recipient messages (on ``queue``, default the transactional one)."""
     return [
-        send_email.delay(
-            to=f"reader{i}@example.com", subject=f"n{i}", text="x", account=account, **extra
+        send_email.apply_async(
+            kwargs={
+                "to": f"reader{i}@example.com",
+                "subject": f"n{i}",
+                "text": "x",
+                "account": account,
+                **extra,
+            },
+            queue=queue,
         ).id
         for i in range(count)
     ]
@@ -61,13 +69,17 @@ def wait_all_sent(job_ids: list[str], timeout: float = 60.0) -> None:
 
 @contextmanager
 def worker_process(
-    queue: str, env: dict[str, str], *, pool: str = "threads", concurrency: int = 4
+    queue: str,
+    env: dict[str, str],
+    *,
+    pool: str = "threads",
+    concurrency: int = 4,
+    name: str = "",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``celery -A worker worker`` process consuming ``queue``; killed if left running."""
+    hostname = f"{queue}{name}-{os.getpid()}@%h"
     process = subprocess.Popen(
-        celery_worker_argv(
-            queue, pool=pool, concurrency=concurrency, hostname=f"{queue}-{os.getpid()}@%h"
-        ),
+        celery_worker_argv(queue, pool=pool, concurrency=concurrency, hostname=hostname),
         env={**os.environ, **env},
     )
     try:

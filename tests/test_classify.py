@@ -82,3 +82,23 @@ def test_retries_stop_at_max_attempts_and_max_age_and_honour_hints() -> None:
     assert next_retry_at(3, now - 86_390, POLICY, now=now) is None  # would pass max_age
     due = next_retry_at(1, now, POLICY, hint=600, now=now)
     assert due is not None and due - now == 600
+
+
+@pytest.mark.parametrize(
+    ("code", "reply", "throttled"),
+    [
+        (421, "4.7.0 Try again later, closing connection. (Gmail)", True),
+        (450, "4.2.1 The user you are trying to contact is receiving mail too quickly", True),
+        (432, "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded", True),
+        (454, "Throttling failure: Maximum sending rate exceeded.", True),
+        (451, "Rate limit exceeded, slow down", True),
+        (421, "4.4.2 Idle timeout, closing connection", False),
+        (451, "4.3.0 Local error in processing", False),
+        (550, "5.7.0 Too many messages? No: a permanent refusal", False),
+    ],
+)
+def test_throttling_replies_are_recognised(code: int, reply: str, throttled: bool) -> None:
+    verdict = classify_reply(code, reply)
+    assert verdict.throttled is throttled
+    if throttled:
+        assert verdict.decision is Decision.TRANSIENT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -65,3 +66,26 @@ def test_help_reads_well() -> None:
     assert run.returncode == 0
     for command in ("send", "check", "status", "devserver", "demo"):
         assert command in run.stdout
+
+
+def test_limits_shows_configured_limits_and_current_usage(environment: dict[str, str]) -> None:
+    from settings import load_settings
+    from worker.ratelimit import RateLimiter
+
+    url = environment["SMTP_URL"] + "?rate=20/m,500/d&cluster_connections=2"
+    account = load_settings({**environment, "SMTP_URL_LIMITED": url}).account("limited")
+    assert RateLimiter(account, ["example.com"], cooldown=60).acquire().granted
+    run = mailworker("limits", "limited", env={"SMTP_URL_LIMITED": url})
+    assert run.returncode == 0, run.stderr
+    assert "500/d" in run.stdout and "1 / 500" in run.stdout and "0 / 2" in run.stdout
+    run = mailworker("limits", "limited", "--json", env={"SMTP_URL_LIMITED": url})
+    (report,) = json.loads(run.stdout)
+    assert report["connections"] == {"cap": 2, "held": 0, "waiting": 0}
+    assert [(w["label"], w["used"]) for w in report["windows"]] == [("20/m", 1), ("500/d", 1)]
+    assert PASSWORD not in run.stdout + run.stderr
+
+
+def test_a_missing_redis_gets_advice_not_a_traceback(environment: dict[str, str]) -> None:
+    run = mailworker("status", "some-job", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert run.returncode == 1
+    assert "REDIS_URL" in run.stderr and "Traceback" not in run.stderr

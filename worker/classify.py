@@ -9,7 +9,9 @@ of the reply text) and known provider texts. Outputs:
     ACCOUNT          the account is broken or over quota: pause it, keep the mail queued
     INVALID_MESSAGE  the message itself is refused (5.6.x, size): dead-letter at once
 
-A hint in the reply ("try again in 30 seconds") is returned as ``retry_after``.
+A hint in the reply ("try again in 30 seconds") is returned as ``retry_after``; a reply that
+says the sender is going too fast (421 4.7.0, 450 4.2.1, 432 4.3.2, 454 "throttling") is
+TRANSIENT with ``throttled`` set, which slows the account down (see worker.ratelimit).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Verdict:
     code: int | None = None
     enhanced: str | None = None
     retry_after: float | None = None
+    throttled: bool = False
 
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -55,6 +58,15 @@ _QUOTA_TEXTS = (
 # Accounts refused at the policy level: Microsoft 365 "SmtpClientAuthentication is disabled"
 # (5.7.139 / 5.7.3) and "client not authenticated to send mail" (5.7.57), Gmail 5.7.30 ...
 _ACCOUNT_ENHANCED = {"5.7.139", "5.7.3", "5.7.30", "5.7.57", "5.7.8"}
+# "Slow down": Gmail 421 4.7.0 / 450 4.2.1, Microsoft 432 4.3.2 and 4.7.500, SES 454 Throttling.
+_THROTTLE_ENHANCED = {"4.7.0", "4.2.1", "4.3.2", "4.7.500"}
+_THROTTLE_TEXTS = (
+    "throttl",
+    "rate limit",
+    "too many messages",
+    "too many connections",
+    "slow down",
+)
 
 
 def enhanced_code(reply: str) -> str | None:
@@ -67,6 +79,14 @@ def retry_hint(reply: str) -> float | None:
     if not match:
         return None
     return float(match.group(1)) * _UNITS[match.group(2)[0].lower()]
+
+
+def is_throttle(code: int, reply: str) -> bool:
+    """Does this 4xx reply ask the sender to go slower?"""
+    if not 400 <= code < 500:
+        return False
+    text = (reply or "").lower()
+    return enhanced_code(reply) in _THROTTLE_ENHANCED or any(t in text for t in _THROTTLE_TEXTS)
 
 
 def classify_reply(code: int, reply: str, *, stage: str = "data") -> Verdict:
@@ -85,7 +105,7 @@ def classify_reply(code: int, reply: str, *, stage: str = "data") -> Verdict:
     ):
         return Verdict(Decision.ACCOUNT, code, enhanced, hint)
     if 400 <= code < 500:
-        return Verdict(Decision.TRANSIENT, code, enhanced, hint)
+        return Verdict(Decision.TRANSIENT, code, enhanced, hint, is_throttle(code, reply))
     if (enhanced or "").startswith(("5.6.", "5.3.4")) or (code == 552 and stage != "rcpt"):
         return Verdict(Decision.INVALID_MESSAGE, code, enhanced)  # malformed or too large
     if stage == "rcpt" or (enhanced or "").startswith("5.1.") or code in (550, 551, 553):

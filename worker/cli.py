@@ -26,7 +26,23 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns "Redis is not there" into one line of advice instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import redis
+
+        try:
+            return super().invoke(ctx)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            _fail(
+                f"Redis at REDIS_URL did not answer ({exc}); check that it is running and "
+                "that REDIS_URL points at it",
+                EXIT_FAILED,
+            )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """mailworker: queue email in Redis, deliver it with Celery over pooled TLS SMTP.
 
@@ -208,6 +224,75 @@ def resume(account: str) -> None:
     _settings()
     lifted = resume_account(account)
     console.print(f"account {account!r} " + ("resumed" if lifted else "was not paused"))
+
+
+@main.command()
+@click.argument("accounts", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def limits(accounts: tuple[str, ...], as_json: bool) -> None:
+    """Show each account's configured limits and how much of them is in use right now.
+
+    Limits are set on the account URL, e.g. SMTP_URL=...?rate=14/s,50000/d&cluster_connections=3
+    (see the README, "Rate limits").
+    """
+    from worker.pause import paused_until
+    from worker.ratelimit import usage
+    from worker.slots import slots_in_use
+
+    settings = _settings()
+    names = list(accounts) or sorted(settings.accounts)
+    report = []
+    for name in names:
+        try:
+            account = settings.account(name)
+        except SettingsError as exc:
+            _fail(str(exc))
+        factor, windows = usage(account, settings.limiter.throttle_cooldown)
+        cap = account.limits.cluster_connections
+        held, waiting = slots_in_use(name) if cap is not None else (None, None)
+        pause = paused_until(name)
+        report.append(
+            {
+                "account": name,
+                "rate_factor": factor,
+                "windows": [vars(w) for w in windows],
+                "connections": {"cap": cap, "held": held, "waiting": waiting},
+                "paused_until": pause[0] if pause else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    table = Table("account", "limit", "in use", "note")
+    for entry, name in zip(report, names, strict=True):
+        rows = [
+            (
+                w["label"],
+                f"{w['used']} / {w['effective_limit']}",
+                "throttled" if w["effective_limit"] < w["limit"] else "",
+            )
+            for w in entry["windows"]
+        ]
+        connections = entry["connections"]
+        if connections["cap"] is not None:
+            rows.append(
+                (
+                    f"{connections['cap']} connections",
+                    f"{connections['held']} / {connections['cap']}",
+                    f"{connections['waiting']} waiting" if connections["waiting"] else "",
+                )
+            )
+        if entry["paused_until"]:
+            rows.append(("paused", "", "until " + _when(entry["paused_until"])))
+        for i, (label, used, note) in enumerate(rows or [("no limits", "", "")]):
+            table.add_row(name if i == 0 else "", label, used, note)
+    console.print(table)
+
+
+def _when(timestamp: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
 
 
 @main.command()

@@ -15,6 +15,7 @@ import aiosmtplib
 
 from settings import SmtpAccount
 from tasks.job import EmailJob
+from worker.classify import is_throttle
 from worker.errors import PermanentFailure, TransientFailure, translate
 from worker.message import Envelope, build_envelope
 from worker.pool import ConnectionPool, Session
@@ -41,6 +42,9 @@ class DeliveryReport:
 
 # Called with (job id, accepted recipients) the moment the server said 250, on the loop.
 OnAccepted = Callable[[str, tuple[str, ...]], Awaitable[None]]
+# Awaited with a session in hand, right before the transaction: the rate limiter. Taking the
+# permit here, not earlier, keeps the rate the server sees the rate the limiter allowed.
+Pace = Callable[[], Awaitable[None]]
 
 
 async def deliver(
@@ -50,21 +54,31 @@ async def deliver(
     *,
     timeout: float,
     on_accepted: OnAccepted | None = None,
+    pace: Pace | None = None,
 ) -> DeliveryReport:
-    """Send ``job`` to its not-yet-delivered recipients within ``timeout`` seconds.
+    """Send ``job`` to its not-yet-delivered recipients.
 
-    ``on_accepted`` records the accepted recipients before anything else happens, so the
-    window in which a crash could lose the fact that they got the mail stays tiny.
+    Each stage has its own bound: waiting for a pooled session ``acquire_timeout``, opening
+    one (connect + TLS + AUTH) ``timeout``, waiting for a rate permit RATE_LIMIT_MAX_SLEEP,
+    and the transaction ``timeout``. ``on_accepted`` records the accepted recipients before
+    anything else happens, so the window in which a crash could lose that fact stays tiny.
     """
     envelope = build_envelope(job)
+    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(None) as deadline:
+
+            def arm() -> None:
+                deadline.reschedule(loop.time() + timeout)
+
             try:
-                report = await _send_once(job, account, pool, envelope)
+                report = await _send_once(job, account, pool, envelope, pace, arm)
             except _StaleSession:
                 # A reused session died under us (idle drop, 421): that attempt never reached
                 # the server's queue, so the message goes out once more on a fresh session.
-                report = await _send_once(job, account, pool, envelope, allow_stale_retry=False)
+                report = await _send_once(
+                    job, account, pool, envelope, pace, arm, allow_stale_retry=False
+                )
     except TimeoutError as exc:
         raise TransientFailure(
             account.name,
@@ -85,10 +99,15 @@ async def _send_once(
     account: SmtpAccount,
     pool: ConnectionPool,
     envelope: Envelope,
+    pace: Pace | None,
+    arm_deadline: Callable[[], None],
     *,
     allow_stale_retry: bool = True,
 ) -> DeliveryReport:
     async with pool.session() as session:
+        if pace is not None:
+            await pace()
+        arm_deadline()
         try:
             refused, reply = await _transaction(session, envelope, account)
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -124,6 +143,11 @@ async def _transaction(
 
 
 def _session_lost(exc: Exception) -> bool:
+    """Did a reused session die of old age (worth one more try now), not of throttling?"""
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return True
-    return isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 421
+    return (
+        isinstance(exc, aiosmtplib.SMTPResponseException)
+        and exc.code == 421
+        and not is_throttle(exc.code, exc.message)
+    )

@@ -2,11 +2,15 @@
 
 DeliveryError                    ``.account``, ``.code``, ``.reply``; never a password
 ├── TransientFailure             try again later: 4xx, timeouts, dropped connections
+│   └── Backpressure             no connection was free in time: not the message's fault
 ├── PermanentFailure             5xx for the whole message: retrying cannot help
 └── AccountProblem               the account, not the message, is broken: needs an operator
     ├── AuthenticationRefused    535 and friends: wrong password or token
     ├── TlsUnavailable           STARTTLS not offered where it is required
     └── CertificateRejected      the server's certificate did not verify
+
+RateLimited (not a DeliveryError: nothing was tried) says a cluster-wide limit leaves no room
+for longer than a worker should sleep; the job waits in the deferred set until ``wait`` ends.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ class TransientFailure(DeliveryError):
     pass
 
 
+class Backpressure(TransientFailure):
+    """Every connection (per process or cluster-wide) stayed busy for ``acquire_timeout``."""
+
+
 class PermanentFailure(DeliveryError):
     pass
 
@@ -52,6 +60,16 @@ class TlsUnavailable(AccountProblem):
 
 class CertificateRejected(AccountProblem):
     pass
+
+
+class RateLimited(Exception):
+    def __init__(self, account: str, limit: str, wait: float) -> None:
+        self.account = account
+        self.limit = limit
+        self.wait = wait
+        super().__init__(
+            f"rate limit {limit} of account {account!r} reached; next send in {wait:.0f} s"
+        )
 
 
 def translate(exc: BaseException, smtp_account: SmtpAccount) -> DeliveryError:

@@ -24,6 +24,8 @@ from worker.connection import open_connection
 from worker.delivery import DeliveryReport, deliver
 from worker.oauth import token_getter_for
 from worker.pool import ConnectionPool, PoolStats
+from worker.ratelimit import RateLimiter, wait_for_permit
+from worker.slots import ConnectionSlots
 from worker.tls import client_tls_context
 
 # Extra seconds a task waits beyond the send's own deadline, so the deadline fires first
@@ -43,7 +45,12 @@ class Runtime:
     def deliver(self, job: EmailJob, settings: Settings | None = None) -> DeliveryReport:
         settings = settings or get_settings()
         account = settings.account(job.account)
-        wait = account.pool.acquire_timeout + 2 * settings.smtp_timeout + _GRACE
+        wait = (
+            account.pool.acquire_timeout
+            + 2 * settings.smtp_timeout
+            + settings.limiter.max_sleep
+            + _GRACE
+        )
         return self._bridge.run(self._deliver(job, account, settings), timeout=wait)
 
     def pool_stats(self) -> dict[str, PoolStats]:
@@ -66,12 +73,27 @@ class Runtime:
         pool = self._pools.get(account)
         if pool is None:
             pool = self._pools[account] = self._new_pool(account, settings)
+        pace = None
+        domains = {r.rpartition("@")[2] for r in job.recipients if r not in job.done}
+        limiter = RateLimiter(account, domains, settings.limiter.throttle_cooldown)
+        if limiter.active:
+            pace = partial(
+                wait_for_permit, limiter, self._async_redis(), settings.limiter.max_sleep
+            )
         return await deliver(
-            job, account, pool, timeout=settings.smtp_timeout, on_accepted=self._record_sent
+            job,
+            account,
+            pool,
+            timeout=settings.smtp_timeout,
+            on_accepted=self._record_sent,
+            pace=pace,
         )
 
     async def _record_sent(self, job_id: str, recipients: tuple[str, ...]) -> None:
-        if self._redis is None:  # created on the loop that uses it
+        await mark_sent_async(self._async_redis(), job_id, recipients)
+
+    def _async_redis(self) -> redis.asyncio.Redis:
+        if self._redis is None:  # created on the loop that uses it, after any fork
             settings = get_settings()
             self._redis = redis.asyncio.Redis.from_url(
                 settings.redis_url,
@@ -79,9 +101,17 @@ class Runtime:
                 socket_connect_timeout=settings.redis_timeout,
                 decode_responses=True,
             )
-        await mark_sent_async(self._redis, job_id, recipients)
+        return self._redis
 
     def _new_pool(self, account: SmtpAccount, settings: Settings) -> ConnectionPool:
+        slots = None
+        if account.limits.cluster_connections is not None:
+            slots = ConnectionSlots(
+                self._async_redis,
+                account.name,
+                account.limits.cluster_connections,
+                settings.limiter.connection_lease,
+            )
         factory = partial(
             open_connection,
             account,
@@ -90,7 +120,7 @@ class Runtime:
             local_hostname=self._hostname,
             token_getter=token_getter_for(account),
         )
-        return ConnectionPool(factory, account.pool)
+        return ConnectionPool(factory, account.pool, slots=slots)
 
     def _tls_context(self, settings: Settings) -> ssl.SSLContext:
         key = str(settings.smtp_ca_file) if settings.smtp_ca_file else None

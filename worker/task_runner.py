@@ -1,7 +1,7 @@
 """The Celery adapter: decode the job, run the pipeline, turn the outcome into a state.
 
-    suppression / sent-ledger check → paused account? → deliver → classify each reply →
-    sent | deferred (retry, or the account is paused) | dead-lettered with a reason
+    suppression / sent-ledger check → paused account? → deliver (rate limit, pooled send) →
+    classify each reply → sent | deferred (retry, paused account, quota) | dead-lettered
 
 A job never ends silently. Recipients that got a 250 go into the sent-ledger before
 anything else, so a redelivered or retried job never sends them a second copy; retries go
@@ -11,6 +11,7 @@ through the Redis deferred set, never as an ETA held in a worker's memory.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,8 +36,9 @@ from tasks.redis_client import get_redis
 from tasks.status import State, stage_status
 from worker.classify import Decision, Verdict, classify_error, classify_reply
 from worker.delivery import DeliveryReport
-from worker.errors import DeliveryError
+from worker.errors import Backpressure, DeliveryError, RateLimited
 from worker.pause import pause_account, pause_key, read_pause
+from worker.ratelimit import slow_down
 from worker.retry import next_retry_at
 from worker.runtime import get_runtime
 
@@ -106,7 +108,7 @@ class JobRun:
         """One round trip: run lock, sent-ledger, suppression list, account pause, status."""
         job = self.job
         account = self.settings.accounts.get(job.account)
-        lock_seconds = self.settings.smtp_timeout * 2 + 30
+        lock_seconds = self.settings.smtp_timeout * 2 + 30 + self.settings.limiter.max_sleep
         if account is not None:
             lock_seconds += account.pool.acquire_timeout
         pipe = self.client.pipeline(transaction=False)
@@ -139,6 +141,11 @@ class JobRun:
             return self._defer(
                 time.time() + self.settings.account_pause_seconds, str(exc), consume_attempt=False
             )
+        except RateLimited as exc:  # a quota is used up: wait in Redis, not in this worker
+            return self._defer(time.time() + exc.wait, str(exc), consume_attempt=False)
+        except Backpressure as exc:  # every connection stayed busy: not the message's fault
+            self._log("busy", started, None)
+            return self._defer(time.time() + random.uniform(1, 3), str(exc), consume_attempt=False)
         except DeliveryError as exc:
             verdict = classify_error(exc)
             self._log(verdict.decision.value, started, exc.code)
@@ -154,6 +161,7 @@ class JobRun:
         account_trouble: Verdict | None = None
         for recipient, refusal in report.refused.items():
             verdict = classify_reply(refusal.code, refusal.message, stage="rcpt")
+            self._note_throttle(verdict)
             if verdict.decision is Decision.BOUNCE:
                 reason = f"{refusal.code} {refusal.message}"
                 self.outcome.bounced[recipient] = reason
@@ -175,6 +183,7 @@ class JobRun:
         return self._finish()
 
     def _whole_message_failed(self, verdict: Verdict, reason: str, reply: str) -> dict[str, Any]:
+        self._note_throttle(verdict)
         if verdict.decision is Decision.TRANSIENT:
             return self._retry(reason, verdict.retry_after)
         if verdict.decision is Decision.ACCOUNT:
@@ -184,6 +193,17 @@ class JobRun:
                 if recipient not in self.outcome.sent:
                     self.outcome.bounced[recipient] = reason
         return self._dead(reason, verdict.code, reply)
+
+    def _note_throttle(self, verdict: Verdict) -> None:
+        if verdict.throttled:
+            factor = slow_down(self.job.account, self.settings.limiter.throttle_cooldown)
+            log.warning(
+                "account %s throttled by the server (%s %s): sending at %.0f%% of its rate",
+                self.job.account,
+                verdict.code,
+                verdict.enhanced or "",
+                factor * 100,
+            )
 
     def _pause_and_defer(self, verdict: Verdict, reason: str) -> dict[str, Any]:
         seconds = max(self.settings.account_pause_seconds, verdict.retry_after or 0)

@@ -1,0 +1,288 @@
+"""Cluster-wide send rates per account and per recipient domain, enforced in Redis.
+
+Every window ``N per T`` is a sliding window: a send is allowed only if fewer than N sends
+were counted in the last T, across every worker process on every machine, so no interval of
+length T ever sees more than N. Counts live in 50 buckets of T/50 per window (a Redis hash,
+bounded memory even for ``50000/d``); a bucket leaves the window only once all of it is
+older than T, which errs on the safe side by at most T/50.
+
+Rates (windows of a second or a minute) are also paced, GCRA-style: one send every T/N, with
+bursts of at most ceil(N/10) back to back, because servers (and their throttles) take an
+even stream better than N at once. Quotas (hours, days) are used as fast as rates allow.
+
+One Lua script checks every window of a send (account and recipient domains) and takes a
+permit from all of them or from none; time comes from the Redis server, not worker clocks.
+
+Adaptive slow-down: a throttling reply halves the account's adaptive windows (per second and
+per minute, see :attr:`settings.limits.Rate.adaptive`), at most once per half cool-down,
+down to 1/16; every cool-down without throttling doubles them back until the configured rate.
+
+    mailworker:{account:<name>}:rate:<T>            HASH bucket → sends
+    mailworker:{account:<name>}:rate:<domain>:<T>   HASH bucket → sends
+    mailworker:{account:<name>}:slow                HASH {factor, at}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from settings import AccountLimits, Rate, SmtpAccount
+from tasks.redis_client import account_key, get_redis
+from worker.errors import RateLimited
+
+BUCKETS = 50
+MIN_FACTOR = 1 / 16
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+_FACTOR = """
+local function factor_at(now, cooldown)
+  local slow = redis.call('HMGET', KEYS[1], 'factor', 'at')
+  if not slow[1] then return 1 end
+  local steps = math.floor((now - tonumber(slow[2])) / cooldown)
+  return math.min(1, tonumber(slow[1]) * 2 ^ steps)
+end
+"""
+# KEYS: slow, then one hash per window. ARGV: cooldown ms, buckets, then per window:
+# limit, span ms, paced (1/0), adaptive (1/0). Returns {1} or {0, wait ms, blocking window}.
+_ACQUIRE = (
+    _NOW
+    + _FACTOR
+    + """
+local cooldown, nb = tonumber(ARGV[1]), tonumber(ARGV[2])
+local factor = factor_at(now, cooldown)
+local worst_wait, worst, updates = 0, 0, {}
+for i = 2, #KEYS do
+  local at = 3 + (i - 2) * 4
+  local limit, span = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local paced, adaptive = ARGV[at + 2] == '1', ARGV[at + 3] == '1'
+  if adaptive then limit = math.max(1, math.floor(limit * factor)) end
+  local width = span / nb
+  local oldest = math.floor((now - span) / width)
+  local raw = redis.call('HGETALL', KEYS[i])
+  local live, counts, total, tat = {}, {}, 0, now
+  for j = 1, #raw, 2 do
+    local b, n = tonumber(raw[j]), tonumber(raw[j + 1])
+    if raw[j] == 'tat' then
+      tat = math.max(n, now)
+    elseif b < oldest then
+      redis.call('HDEL', KEYS[i], raw[j])
+    elseif n > 0 then
+      total = total + n
+      counts[b] = n
+      table.insert(live, b)
+    end
+  end
+  if total >= limit then
+    table.sort(live)
+    local excess, wait = total + 1 - limit, span
+    for _, b in ipairs(live) do
+      excess = excess - counts[b]
+      if excess <= 0 then
+        wait = (b + 1) * width + span - now
+        break
+      end
+    end
+    if wait > worst_wait then worst_wait, worst = wait, i - 1 end
+  end
+  local next_tat = false
+  if paced then
+    -- GCRA: one send per interval, up to `burst` back to back.
+    local interval = span / limit
+    local tolerance = (math.max(1, math.ceil(limit / 10)) - 1) * interval
+    if tat - now > tolerance then
+      local wait = tat - tolerance - now
+      if wait > worst_wait then worst_wait, worst = wait, i - 1 end
+    end
+    next_tat = tat + interval
+  end
+  updates[i - 1] = {math.floor(now / width), span + width, next_tat}
+end
+if worst > 0 then return {0, math.ceil(worst_wait), worst} end
+for i = 2, #KEYS do
+  local u = updates[i - 1]
+  redis.call('HINCRBY', KEYS[i], u[1], 1)
+  if u[3] then redis.call('HSET', KEYS[i], 'tat', u[3]) end
+  redis.call('PEXPIRE', KEYS[i], math.ceil(u[2]))
+end
+return {1}
+"""
+)
+# KEYS: slow. ARGV: cooldown ms, minimum factor. Returns the new factor in thousandths.
+_SLOW_DOWN = (
+    _NOW
+    + _FACTOR
+    + """
+local cooldown, floor = tonumber(ARGV[1]), tonumber(ARGV[2])
+local factor = factor_at(now, cooldown)
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
+if factor < 1 and now - at < cooldown / 2 then return math.floor(factor * 1000) end
+factor = math.max(floor, factor / 2)
+redis.call('HSET', KEYS[1], 'factor', factor, 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(cooldown * (math.log(1 / factor) / math.log(2) + 1)))
+return math.floor(factor * 1000)
+"""
+)
+# KEYS: slow, then window hashes. ARGV: cooldown ms, buckets, span per window.
+# Returns {factor thousandths, count per window...}.
+_USAGE = (
+    _NOW
+    + _FACTOR
+    + """
+local out = {math.floor(factor_at(now, tonumber(ARGV[1])) * 1000)}
+for i = 2, #KEYS do
+  local span = tonumber(ARGV[i + 1])
+  local oldest = math.floor((now - span) / (span / tonumber(ARGV[2])))
+  local raw, total = redis.call('HGETALL', KEYS[i]), 0
+  for j = 1, #raw, 2 do
+    if raw[j] ~= 'tat' and tonumber(raw[j]) >= oldest then total = total + tonumber(raw[j + 1]) end
+  end
+  table.insert(out, total)
+end
+return out
+"""
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One limit as it applies to one send: the rate and its Redis hash."""
+
+    rate: Rate
+    key: str
+    label: str
+    adaptive: bool  # lowered by throttling replies (the account's own rates)
+
+    @property
+    def paced(self) -> bool:
+        return self.rate.adaptive  # any rate (per second or minute) is spread evenly
+
+
+@dataclass(frozen=True)
+class RateAnswer:
+    granted: bool
+    wait: float = 0.0  # seconds until a permit may be free, when refused
+    blocked_by: str = ""  # e.g. "50/d" or "gmail.com 20/s"
+
+
+def windows_for(account: SmtpAccount, domains: Iterable[str]) -> tuple[Window, ...]:
+    limits: AccountLimits = account.limits
+    windows = [
+        Window(rate, account_key(account.name, f"rate:{rate.seconds}"), str(rate), rate.adaptive)
+        for rate in limits.rates
+    ]
+    for domain in sorted({d.lower() for d in domains}):
+        windows += [
+            Window(
+                rate,
+                account_key(account.name, f"rate:{domain}:{rate.seconds}"),
+                f"{domain} {rate}",
+                False,
+            )
+            for rate in limits.for_domain(domain)
+        ]
+    return tuple(windows)
+
+
+class RateLimiter:
+    """Permits for one send: one from every window that applies to it, or none."""
+
+    def __init__(self, account: SmtpAccount, domains: Iterable[str], cooldown: float) -> None:
+        self.account = account.name
+        self.windows = windows_for(account, domains)
+        self._slow = account_key(account.name, "slow")
+        self._cooldown_ms = int(cooldown * 1000)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.windows)
+
+    def acquire(self, client: redis.Redis | None = None) -> RateAnswer:
+        client = client or get_redis()
+        return self._answer(client.register_script(_ACQUIRE)(**self._call()))
+
+    async def acquire_async(self, client: redis.asyncio.Redis) -> RateAnswer:
+        return self._answer(await client.register_script(_ACQUIRE)(**self._call()))
+
+    def _call(self) -> dict[str, list[Any]]:
+        args: list[Any] = [self._cooldown_ms, BUCKETS]
+        for window in self.windows:
+            args += [
+                window.rate.limit,
+                window.rate.seconds * 1000,
+                int(window.paced),
+                int(window.adaptive),
+            ]
+        return {"keys": [self._slow, *(w.key for w in self.windows)], "args": args}
+
+    def _answer(self, reply: Sequence[Any]) -> RateAnswer:
+        if int(reply[0]) == 1:
+            return RateAnswer(True)
+        return RateAnswer(False, int(reply[1]) / 1000, self.windows[int(reply[2]) - 1].label)
+
+
+def slow_down(account: str, cooldown: float, client: redis.Redis | None = None) -> float:
+    """Record a throttling reply; return the account's new rate factor (1.0 = configured)."""
+    client = client or get_redis()
+    script = client.register_script(_SLOW_DOWN)
+    reply = script(keys=[account_key(account, "slow")], args=[int(cooldown * 1000), MIN_FACTOR])
+    return int(reply) / 1000
+
+
+@dataclass(frozen=True)
+class WindowUsage:
+    label: str
+    limit: int
+    effective_limit: int
+    used: int
+
+
+def usage(
+    account: SmtpAccount, cooldown: float, client: redis.Redis | None = None
+) -> tuple[float, list[WindowUsage]]:
+    """The account's rate factor and, per configured window, the sends counted in it now."""
+    client = client or get_redis()
+    domains = [domain for domain, _ in account.limits.domain_rates]
+    windows = windows_for(account, domains)
+    script = client.register_script(_USAGE)
+    reply = script(
+        keys=[account_key(account.name, "slow"), *(w.key for w in windows)],
+        args=[int(cooldown * 1000), BUCKETS, *(w.rate.seconds * 1000 for w in windows)],
+    )
+    factor = int(reply[0]) / 1000
+    return factor, [
+        WindowUsage(
+            w.label,
+            w.rate.limit,
+            max(1, int(w.rate.limit * factor)) if w.adaptive else w.rate.limit,
+            int(used),
+        )
+        for w, used in zip(windows, reply[1:], strict=True)
+    ]
+
+
+async def wait_for_permit(
+    limiter: RateLimiter, client: redis.asyncio.Redis, max_sleep: float
+) -> None:
+    """Return once a send is allowed; sleep through short waits (``max_sleep`` in all).
+
+    A longer wait raises :class:`~worker.errors.RateLimited`: the caller defers the job
+    rather than hold a worker. A little jitter keeps waiting workers from all asking again
+    in the same millisecond.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_sleep
+    while not (answer := await limiter.acquire_async(client)).granted:
+        pause = answer.wait * random.uniform(1.0, 1.1)
+        if loop.time() + pause > deadline:
+            raise RateLimited(limiter.account, answer.blocked_by, answer.wait)
+        await asyncio.sleep(pause)
