@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,6 +43,11 @@ class _Environment(BaseModel):
     RATE_LIMIT_MAX_SLEEP: float = Field(default=5.0, ge=0)
     THROTTLE_COOLDOWN_SECONDS: float = Field(default=60.0, gt=0)
     CONNECTION_LEASE_SECONDS: float = Field(default=15.0, ge=1)
+    SENTRY_FAILING_AFTER_SECONDS: float = Field(default=900.0, gt=0)
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    LOG_ADDRESSES: bool = False
+    METRICS_PORT: int | None = Field(default=None, ge=0, le=65535)
+    CELERY_EVENTS: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,17 @@ class LimiterPolicy:
 
 
 @dataclass(frozen=True)
+class Observability:
+    """Sentry, logs and metrics (see worker.sentry, worker.logs, worker.metrics)."""
+
+    failing_after: float = 900.0  # transient failures this long → one Sentry event
+    log_format: Literal["text", "json"] = "text"
+    log_addresses: bool = False  # addresses in log lines are masked unless this is on
+    metrics_port: int | None = None  # Prometheus endpoint on the worker, off by default
+    celery_events: bool = True  # task events for Flower
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything mailworker reads from its environment. Build it with :func:`load_settings`."""
 
@@ -89,6 +106,7 @@ class Settings:
     retry: RetryPolicy
     account_pause_seconds: float
     limiter: LimiterPolicy = LimiterPolicy()
+    observability: Observability = Observability()
 
     @property
     def watchdog_seconds(self) -> float:
@@ -144,6 +162,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             max_sleep=scalars.RATE_LIMIT_MAX_SLEEP,
             throttle_cooldown=scalars.THROTTLE_COOLDOWN_SECONDS,
             connection_lease=scalars.CONNECTION_LEASE_SECONDS,
+        ),
+        observability=Observability(
+            failing_after=scalars.SENTRY_FAILING_AFTER_SECONDS,
+            log_format=scalars.LOG_FORMAT,
+            log_addresses=scalars.LOG_ADDRESSES,
+            metrics_port=scalars.METRICS_PORT,
+            celery_events=scalars.CELERY_EVENTS,
         ),
     )
 

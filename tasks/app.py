@@ -59,10 +59,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [Queue(TRANSACTIONAL_QUEUE)],
         "task_routes": {SEND_EMAIL_TASK: {"queue": TRANSACTIONAL_QUEUE}},
         "task_create_missing_queues": True,
-        # Task events cost several Redis writes per message; Flower switches them on in
-        # the workers it watches (or run the worker with -E). See README, "Monitoring".
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
+        # Task events (on by default, CELERY_EVENTS) let Flower and `celery events` follow
+        # every job; they cost a few Redis writes per message.
+        "worker_send_task_events": settings.observability.celery_events,
+        "task_send_sent_event": settings.observability.celery_events,
         "worker_hijack_root_logger": False,
         # On SIGQUIT (Heroku: REMAP_SIGTERM=SIGQUIT) finish in-flight sends for up to 20 s,
         # then hand the rest back to Redis, inside Heroku's 30 s before SIGKILL.

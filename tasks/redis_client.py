@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import redis
 
@@ -33,3 +34,10 @@ def account_key(account: str, suffix: str) -> str:
     """A key of one account's limiter state; the ``{account:...}`` hash tag keeps an
     account's keys in one Redis Cluster slot, so one Lua script may touch them all."""
     return f"{KEY_PREFIX}{{account:{account}}}:{suffix}"
+
+
+@lru_cache(maxsize=64)
+def lua(client: Any, source: str) -> Any:
+    """``source`` registered on ``client`` once (sync or asyncio), not per call: the
+    SHA is computed once and EVALSHA falls back to loading the script by itself."""
+    return client.register_script(source)

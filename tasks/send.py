@@ -23,6 +23,7 @@ from tasks.errors import InvalidEmail, QueueUnavailable
 from tasks.job import EmailJob
 from tasks.ledger import claim_idempotency_key
 from tasks.redis_client import get_redis
+from tasks.sentry import init_sentry
 from tasks.status import stage_status, status_key
 from tasks.validation import build_job
 
@@ -40,7 +41,9 @@ class SendEmailTask(Task):
     ) -> AsyncResult:
         if args:
             raise InvalidEmail("args", "send_email takes keyword arguments only")
-        job = build_job(get_settings(), kwargs or {})
+        settings = get_settings()
+        init_sentry(settings)  # a producer with SENTRY_DSN reports too (no-op otherwise)
+        job = build_job(settings, kwargs or {})
         if job.idempotency_key is not None:
             owner = claim_idempotency_key(job.idempotency_key, job.id)
             if owner != job.id:

@@ -75,13 +75,15 @@ def worker_process(
     pool: str = "threads",
     concurrency: int = 4,
     name: str = "",
+    loglevel: str = "WARNING",
+    log_file: Any = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``celery -A worker worker`` process consuming ``queue``; killed if left running."""
     hostname = f"{queue}{name}-{os.getpid()}@%h"
-    process = subprocess.Popen(
-        celery_worker_argv(queue, pool=pool, concurrency=concurrency, hostname=hostname),
-        env={**os.environ, **env},
+    argv = celery_worker_argv(
+        queue, pool=pool, concurrency=concurrency, hostname=hostname, loglevel=loglevel
     )
+    process = subprocess.Popen(argv, env={**os.environ, **env}, stderr=log_file)
     try:
         yield process
     finally:

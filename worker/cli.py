@@ -289,6 +289,52 @@ def limits(accounts: tuple[str, ...], as_json: bool) -> None:
     console.print(table)
 
 
+@main.command()
+@click.option("--queue", "queues", multiple=True, default=["email"], show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def stats(queues: tuple[str, ...], as_json: bool) -> None:
+    """Messages per account and outcome (all workers, all time), and what is waiting.
+
+    sent counts messages; bounced and suppressed count recipients; deferred counts
+    attempts that were put off; dead counts dead-lettered jobs. Per-process pool gauges and
+    latency histograms are on each worker's Prometheus endpoint (METRICS_PORT).
+    """
+    from tasks import dead as letters
+    from tasks.deferred import DUE
+    from tasks.redis_client import get_redis
+    from worker.metrics import OUTCOMES, cluster_counts
+
+    settings = _settings()
+    client = get_redis()
+    prefix = _celery_prefix()
+    waiting = {queue: int(client.llen(f"{prefix}{queue}")) for queue in queues}
+    report = {
+        "accounts": cluster_counts(sorted(settings.accounts), client),
+        "queued": waiting,
+        "deferred": int(client.zcard(DUE)),
+        "dead": letters.count(),
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    table = Table("account", *OUTCOMES)
+    for account, counts in report["accounts"].items():
+        table.add_row(account, *(str(counts[o]) for o in OUTCOMES))
+    console.print(table)
+    queued = ", ".join(f"{queue} {count}" for queue, count in waiting.items())
+    console.print(
+        f"queued: {queued}; deferred (retries, pauses, quotas and watchdog copies): "
+        f"{report['deferred']}; dead letters: {report['dead']}",
+        highlight=False,
+    )
+
+
+def _celery_prefix() -> str:
+    from tasks.app import app
+
+    return str(app.conf.broker_transport_options.get("global_keyprefix", ""))
+
+
 def _when(timestamp: float) -> str:
     import datetime
 

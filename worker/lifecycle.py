@@ -1,7 +1,10 @@
-"""Close every pooled SMTP connection (QUIT) when a worker process stops.
+"""A worker's life: reporting set up at start, every pooled connection closed at the end.
 
-Celery's warm shutdown sends ``worker_shutdown`` (and ``worker_process_shutdown`` in prefork
-children); a cold shutdown sends neither, so ``atexit`` covers it. Closing twice is harmless.
+At start (``worker_init``, and ``worker_process_init`` in prefork children): Sentry, the
+Prometheus endpoint (``METRICS_PORT``), and the log format and address mask on Celery's
+handlers. At the end: Celery's warm shutdown sends ``worker_shutdown`` (and
+``worker_process_shutdown`` in prefork children); a cold shutdown sends neither, so
+``atexit`` covers it. Closing twice is harmless.
 """
 
 from __future__ import annotations
@@ -9,13 +12,40 @@ from __future__ import annotations
 import atexit
 from typing import Any
 
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
+from settings import get_settings
 from tasks.app import app
+from tasks.sentry import init_sentry
+from worker.logs import configure_logging
+from worker.metrics import serve_metrics
 from worker.mover import DeferredMoverStep
 from worker.runtime import close_runtime
 
 app.steps["worker"].add(DeferredMoverStep)
+
+
+@worker_init.connect
+def _on_worker_init(**_: Any) -> None:
+    settings = get_settings()
+    init_sentry(settings)
+    serve_metrics(settings.observability.metrics_port)
+
+
+@worker_process_init.connect
+def _on_process_init(**_: Any) -> None:
+    init_sentry(get_settings())
+
+
+@after_setup_logger.connect
+def _on_logging(logger: Any, **_: Any) -> None:
+    configure_logging(get_settings(), logger.handlers)
 
 
 @worker_shutdown.connect

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from settings import SmtpAccount
+from tasks.sentry import remember_secret
 from worker.errors import AuthenticationRefused
 
 REFRESH_MARGIN = 60.0
@@ -61,6 +62,7 @@ class TokenCache:
             token = self._token
             if refresh or token is None or token.expires_at - REFRESH_MARGIN <= self._clock():
                 token = self._token = await self._fetch()
+                remember_secret(token.value)  # masked in every Sentry event from now on
             return token.value
 
 

@@ -23,14 +23,19 @@ def pause_key(account: str) -> str:
 
 def pause_account(
     account: str, seconds: float, reason: str, *, client: redis.Redis | None = None
-) -> float:
-    """Pause ``account`` for ``seconds``; return when the pause ends."""
+) -> tuple[float, bool]:
+    """Pause ``account`` for ``seconds``: ``(when the pause ends, whether it is new)``.
+
+    Many workers hit the same refusal at once; only the one that started the pause is told
+    it is new (and reports it).
+    """
     until = time.time() + seconds
     pipe = (client or get_redis()).pipeline(transaction=True)
+    pipe.exists(pause_key(account))
     pipe.hset(pause_key(account), mapping={"until": until, "reason": reason})
     pipe.expire(pause_key(account), max(1, math.ceil(seconds)))
-    pipe.execute()
-    return until
+    existed, *_ = pipe.execute()
+    return until, not existed
 
 
 def paused_until(account: str, *, client: redis.Redis | None = None) -> tuple[float, str] | None:

@@ -34,7 +34,7 @@ import redis
 import redis.asyncio
 
 from settings import AccountLimits, Rate, SmtpAccount
-from tasks.redis_client import account_key, get_redis
+from tasks.redis_client import account_key, get_redis, lua
 from worker.errors import RateLimited
 
 BUCKETS = 50
@@ -208,10 +208,10 @@ class RateLimiter:
 
     def acquire(self, client: redis.Redis | None = None) -> RateAnswer:
         client = client or get_redis()
-        return self._answer(client.register_script(_ACQUIRE)(**self._call()))
+        return self._answer(lua(client, _ACQUIRE)(**self._call()))
 
     async def acquire_async(self, client: redis.asyncio.Redis) -> RateAnswer:
-        return self._answer(await client.register_script(_ACQUIRE)(**self._call()))
+        return self._answer(await lua(client, _ACQUIRE)(**self._call()))
 
     def _call(self) -> dict[str, list[Any]]:
         args: list[Any] = [self._cooldown_ms, BUCKETS]
@@ -233,7 +233,7 @@ class RateLimiter:
 def slow_down(account: str, cooldown: float, client: redis.Redis | None = None) -> float:
     """Record a throttling reply; return the account's new rate factor (1.0 = configured)."""
     client = client or get_redis()
-    script = client.register_script(_SLOW_DOWN)
+    script = lua(client, _SLOW_DOWN)
     reply = script(keys=[account_key(account, "slow")], args=[int(cooldown * 1000), MIN_FACTOR])
     return int(reply) / 1000
 
@@ -253,7 +253,7 @@ def usage(
     client = client or get_redis()
     domains = [domain for domain, _ in account.limits.domain_rates]
     windows = windows_for(account, domains)
-    script = client.register_script(_USAGE)
+    script = lua(client, _USAGE)
     reply = script(
         keys=[account_key(account.name, "slow"), *(w.key for w in windows)],
         args=[int(cooldown * 1000), BUCKETS, *(w.rate.seconds * 1000 for w in windows)],

@@ -154,3 +154,9 @@ def close_runtime() -> None:
         runtime, _runtime = _runtime, None
     if runtime is not None and runtime.pid == os.getpid():
         runtime.close()
+
+
+def current_runtime() -> Runtime | None:
+    """This process's runtime if it has one already (for metrics; never creates one)."""
+    runtime = _runtime
+    return runtime if runtime is not None and runtime.pid == os.getpid() else None

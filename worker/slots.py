@@ -27,7 +27,7 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
-from tasks.redis_client import account_key, get_redis
+from tasks.redis_client import account_key, get_redis, lua
 
 log = logging.getLogger("mailworker.pool")
 
@@ -130,7 +130,7 @@ class ConnectionSlots:
 
     async def try_acquire(self, token: str, waiter: str) -> bool:
         """Take a slot for ``token`` if one is free for ``waiter``; else queue the waiter."""
-        script = self._client().register_script(_ACQUIRE)
+        script = lua(self._client(), _ACQUIRE)
         args = [self.cap, token, waiter, self._lease_ms, _WAITER_LEASE_MS]
         if not await script(keys=self._keys, args=args):
             return False
@@ -157,7 +157,7 @@ class ConnectionSlots:
 
     async def someone_else_waits(self) -> bool:
         """Is the longest waiter for a slot in another process? Then ours should yield."""
-        script = self._client().register_script(_FOREIGN_FIRST)
+        script = lua(self._client(), _FOREIGN_FIRST)
         try:
             args = [self._prefix, HAND_OVER_AFTER_MS]
             return bool(await script(keys=self._keys, args=args))
@@ -177,7 +177,7 @@ class ConnectionSlots:
     async def renew(self) -> None:
         if not self._held:
             return
-        script = self._client().register_script(_RENEW)
+        script = lua(self._client(), _RENEW)
         lost = await script(keys=self._keys[:1], args=[self._lease_ms, *sorted(self._held)])
         if lost:
             log.warning(

@@ -33,10 +33,13 @@ from tasks.ledger import (
     suppress,
 )
 from tasks.redis_client import get_redis
+from tasks.sentry import report
 from tasks.status import State, stage_status
-from worker.classify import Decision, Verdict, classify_error, classify_reply
+from worker.classify import Decision, Verdict, classify_error, classify_reply, enhanced_code
 from worker.delivery import DeliveryReport
 from worker.errors import Backpressure, DeliveryError, RateLimited
+from worker.failing import note_transient, stage_recovered
+from worker.metrics import SEND_SECONDS, stage_counts
 from worker.pause import pause_account, pause_key, read_pause
 from worker.ratelimit import slow_down
 from worker.retry import next_retry_at
@@ -68,6 +71,7 @@ def run_job(task: Task, payload: Any) -> dict[str, Any]:
         job_id = str(task.request.id)
         log.error("dead-lettering undecodable job %s: %s", job_id, exc)
         bury(job_id, payload if isinstance(payload, dict) else None, reason=str(exc), queue=queue)
+        report("undecodable", f"undecodable job: {exc}", account="-", job_id=job_id, queue=queue)
         return {"state": "dead", "reason": str(exc)}
     return JobRun(job, queue, get_settings()).run()
 
@@ -79,6 +83,7 @@ class JobRun:
         self.settings = settings
         self.outcome = Outcome(sent=set(job.done))
         self.client = get_redis()
+        self.last_refusal: tuple[int, str] | None = None
 
     def run(self) -> dict[str, Any]:
         job = self.job
@@ -152,7 +157,9 @@ class JobRun:
             return self._whole_message_failed(verdict, str(exc), exc.reply)
         except (ValueError, TypeError, UnicodeError) as exc:
             log.exception("job %s could not be built into a message", job.id)
-            return self._dead(f"message could not be built: {type(exc).__name__}", None, "")
+            return self._dead(
+                f"message could not be built: {type(exc).__name__}", None, "", "unbuildable"
+            )
         self._log("delivered" if not report.refused else "partial", started, 250)
         return self._settle(report)
 
@@ -161,6 +168,7 @@ class JobRun:
         account_trouble: Verdict | None = None
         for recipient, refusal in report.refused.items():
             verdict = classify_reply(refusal.code, refusal.message, stage="rcpt")
+            self.last_refusal = (refusal.code, refusal.message)
             self._note_throttle(verdict)
             if verdict.decision is Decision.BOUNCE:
                 reason = f"{refusal.code} {refusal.message}"
@@ -185,14 +193,14 @@ class JobRun:
     def _whole_message_failed(self, verdict: Verdict, reason: str, reply: str) -> dict[str, Any]:
         self._note_throttle(verdict)
         if verdict.decision is Decision.TRANSIENT:
-            return self._retry(reason, verdict.retry_after)
+            return self._retry(reason, verdict.retry_after, verdict.code, reply)
         if verdict.decision is Decision.ACCOUNT:
             return self._pause_and_defer(verdict, reason)
         if verdict.decision is Decision.BOUNCE:
             for recipient in self.job.recipients:
                 if recipient not in self.outcome.sent:
                     self.outcome.bounced[recipient] = reason
-        return self._dead(reason, verdict.code, reply)
+        return self._dead(reason, verdict.code, reply, verdict.decision.value)
 
     def _note_throttle(self, verdict: Verdict) -> None:
         if verdict.throttled:
@@ -207,14 +215,37 @@ class JobRun:
 
     def _pause_and_defer(self, verdict: Verdict, reason: str) -> dict[str, Any]:
         seconds = max(self.settings.account_pause_seconds, verdict.retry_after or 0)
-        until = pause_account(self.job.account, seconds, reason)
+        until, new = pause_account(self.job.account, seconds, reason)
         log.warning("account %s paused for %.0f s: %s", self.job.account, seconds, reason)
+        if new:
+            report(
+                "paused",
+                f"account {self.job.account!r} paused for {seconds:.0f} s: {reason}",
+                account=self.job.account,
+                job_id=self.job.id,
+                smtp_code=verdict.code,
+                enhanced_code=verdict.enhanced,
+                queue=self.queue,
+                attempt=self.job.attempt,
+            )
         return self._defer(until, reason, consume_attempt=False)
 
-    def _retry(self, reason: str, hint: float | None) -> dict[str, Any]:
+    def _retry(
+        self, reason: str, hint: float | None, code: int | None = None, reply: str = ""
+    ) -> dict[str, Any]:
         due = next_retry_at(self.job.attempt, self.job.created_at, self.settings.retry, hint=hint)
         if due is None:
-            return self._dead(f"gave up after {self.job.attempt} attempts: {reason}", None, "")
+            return self._dead(
+                f"gave up after {self.job.attempt} attempts: {reason}", code, reply, "exhausted"
+            )
+        note_transient(
+            self.job.account,
+            self.settings.observability.failing_after,
+            reason,
+            code=code,
+            queue=self.queue,
+            client=self.client,
+        )
         return self._defer(due, reason, consume_attempt=True)
 
     def _defer(
@@ -228,6 +259,7 @@ class JobRun:
         )
         self._commit(
             "deferred",
+            counts={"deferred": 1},
             defer_until=due,
             retry=retry,
             release_lock=release_lock,
@@ -236,26 +268,55 @@ class JobRun:
         )
         return {"state": "deferred", "reason": reason, "next_attempt_at": due}
 
-    def _dead(self, reason: str, code: int | None, reply: str) -> dict[str, Any]:
+    def _dead(self, reason: str, code: int | None, reply: str, failure: str) -> dict[str, Any]:
         job = self.job
         bury(job.id, job.to_payload(), reason=reason, queue=self.queue, code=code, reply=reply)
         if job.idempotency_key is not None:
             release_idempotency_key(job.idempotency_key, job.id)
-        self._commit("failed", error=reason)
+        self._commit("failed", counts={"dead": 1, **self._refusals()}, error=reason)
         log.error("job %s dead-lettered: %s", job.id, reason)
+        report(
+            failure,
+            f"email job dead-lettered ({failure}): {reason}",
+            account=job.account,
+            job_id=job.id,
+            smtp_code=code,
+            enhanced_code=enhanced_code(reply),
+            queue=self.queue,
+            attempt=job.attempt,
+        )
         return {"state": "dead", "reason": reason}
 
     def _finish(self) -> dict[str, Any]:
         if self.outcome.sent:
-            self._commit("sent")
+            self._commit("sent", counts={"sent": 1, **self._refusals()})
             return {"state": "sent"}
-        self._commit("failed", error="every recipient bounced or is suppressed")
+        error = "every recipient bounced or is suppressed"
+        self._commit("failed", counts=self._refusals(), error=error)
+        if self.last_refusal is not None:  # bounced now, not merely suppressed from before
+            code, reply = self.last_refusal
+            report(
+                "bounce",
+                f"every recipient bounced: {code} {reply}",
+                account=self.job.account,
+                job_id=self.job.id,
+                smtp_code=code,
+                enhanced_code=enhanced_code(reply),
+                queue=self.queue,
+                attempt=self.job.attempt,
+            )
         return {"state": "failed"}
+
+    def _refusals(self) -> dict[str, int]:
+        """Recipients refused for good in this job: bounced now, or suppressed before."""
+        suppressed = sum(1 for why in self.outcome.bounced.values() if why == "suppressed")
+        return {"bounced": len(self.outcome.bounced) - suppressed, "suppressed": suppressed}
 
     def _commit(
         self,
         state: State,
         *,
+        counts: dict[str, int],
         defer_until: float | None = None,
         retry: EmailJob | None = None,
         release_lock: bool = True,
@@ -278,15 +339,25 @@ class JobRun:
         )
         if release_lock:
             stage_let_go(pipe, job.id)
+        stage_counts(pipe, job.account, counts)
+        if state == "sent":
+            stage_recovered(pipe, job.account)
         pipe.execute()
 
     def _log(self, outcome: str, started: float, code: int | None) -> None:
+        """One line per delivery attempt: ids, outcome, code, latency; never addresses."""
+        seconds = time.monotonic() - started
+        SEND_SECONDS.labels(self.job.account).observe(seconds)
+        fields = {
+            "job_id": self.job.id,
+            "account": self.job.account,
+            "outcome": outcome,
+            "smtp_code": code,
+            "attempt": self.job.attempt,
+            "latency_ms": round(seconds * 1000, 1),
+        }
         log.info(
             "attempt job=%s account=%s outcome=%s code=%s attempt=%d latency_ms=%.1f",
-            self.job.id,
-            self.job.account,
-            outcome,
-            code,
-            self.job.attempt,
-            (time.monotonic() - started) * 1000,
+            *fields.values(),
+            extra=fields,
         )

@@ -1,0 +1,167 @@
+"""Sentry, logs and metrics from a real worker process: the real sentry-sdk posts to a local
+HTTP endpoint used as the DSN, the worker serves Prometheus metrics and writes JSON logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks import send_email
+from tests.conftest import PASSWORD, USER
+from tests.helpers import extra_account, wait_for_status, worker_process
+from tests.sentry_sink import SentrySink
+from worker.devserver import DevServer, RecordingSMTP, Reply, free_port
+
+QUEUE = "observed"
+SUBJECT = "Quarterly-Zebra-Subject-5521"
+BODY = "Body-Marmalade-8837, for your eyes only"
+BAD_PASSWORD = "Wrong-Pw-Pelican-4410"
+
+
+class Observed:
+    def __init__(self, sink: SentrySink, metrics_port: int, log_file: Path) -> None:
+        self.sink = sink
+        self.metrics_port = metrics_port
+        self.log_file = log_file
+
+    def events(self, account: str) -> list[dict[str, Any]]:
+        return [e for e in self.sink.events() if e.get("tags", {}).get("account") == account]
+
+    def wait_for_events(self, account: str, count: int, timeout: float = 20) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.events(account)) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # and nothing more arrives
+        return self.events(account)
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+            return response.read().decode()
+
+
+def _misbehave() -> Any:
+    refused_once: set[str] = set()
+    lock = threading.Lock()
+
+    def fault(command: str, argument: Any, _: RecordingSMTP) -> Reply | None:
+        if command != "RCPT":
+            return None
+        address = str(argument)
+        if "nobody" in address:
+            return Reply(f"550 5.1.1 <{address}>: Recipient address rejected: User unknown")
+        with lock:
+            if "flaky" in address and address not in refused_once:
+                refused_once.add(address)
+                return Reply("451 4.3.0 Temporary local problem, try again in 1 seconds")
+        return None
+
+    return fault
+
+
+@pytest.fixture(scope="module")
+def observed(
+    environment: dict[str, str], certificate_dir: Path, ca: Any, tmp_path_factory: Any
+) -> Iterator[Observed]:
+    server = DevServer(users={USER: PASSWORD}, ca=ca, certificate_dir=certificate_dir)
+    server.fault = _misbehave()
+    sink = SentrySink().start()
+    port = free_port()
+    log_file = tmp_path_factory.mktemp("logs") / "worker.log"
+    accounts = {
+        "obs": server.url(),
+        "many": server.url(),
+        "flaky": server.url(),
+        "counted": server.url(),
+        "refused": server.url(USER, BAD_PASSWORD),
+    }
+    env = {
+        "SENTRY_DSN": sink.dsn,
+        "METRICS_PORT": str(port),
+        "LOG_FORMAT": "json",
+        **{f"SMTP_URL_{name.upper()}": url for name, url in accounts.items()},
+    }
+    with server, ExitStack() as stack, log_file.open("wb") as log:
+        for name, url in accounts.items():
+            stack.enter_context(extra_account(name, url))
+        stack.enter_context(worker_process(QUEUE, env, loglevel="INFO", log_file=log))
+        yield Observed(sink, port, log_file)
+    sink.stop()
+
+
+def _send(account: str, to: str) -> str:
+    kwargs = {"to": to, "subject": SUBJECT, "text": BODY, "account": account}
+    return send_email.apply_async(kwargs=kwargs, queue=QUEUE).id
+
+
+def test_a_550_sends_exactly_one_event_without_personal_data(observed: Observed) -> None:
+    job_id = _send("obs", "nobody-ferdinand@example.com")
+    wait_for_status(job_id, "failed", timeout=30)
+    [event] = observed.wait_for_events("obs", 1)
+    assert event["fingerprint"] == ["mailworker", "obs", "bounce", "550"]
+    tags = event["tags"]
+    assert tags["smtp_code"] == "550" and tags["enhanced_code"] == "5.1.1"
+    assert tags["queue"] == QUEUE and tags["attempt"] == "1" and tags["failure"] == "bounce"
+    assert event["extra"]["job_id"] == job_id
+    raw = observed.sink.all_bytes()
+    for secret in ("nobody-ferdinand", SUBJECT, "Marmalade", PASSWORD, BAD_PASSWORD):
+        assert secret.encode() not in raw, secret
+
+
+def test_a_hundred_failures_of_one_kind_are_one_sentry_issue(observed: Observed) -> None:
+    job_ids = [_send("many", f"nobody-{i}@example.com") for i in range(100)]
+    for job_id in job_ids:
+        wait_for_status(job_id, "failed", timeout=60)
+    events = observed.wait_for_events("many", 100)
+    assert len(events) == 100
+    assert {tuple(e["fingerprint"]) for e in events} == {("mailworker", "many", "bounce", "550")}
+
+
+def test_a_transient_451_that_later_succeeds_sends_no_event(observed: Observed) -> None:
+    job_id = _send("flaky", "flaky-gus@example.com")
+    record = wait_for_status(job_id, "sent", timeout=30)
+    assert record["attempt"] == 2
+    assert observed.wait_for_events("flaky", 1, timeout=2) == []
+
+
+def test_an_authentication_pause_sends_one_event_naming_the_account(
+    observed: Observed,
+) -> None:
+    job_ids = [_send("refused", f"reader{i}@example.com") for i in range(3)]
+    for job_id in job_ids:
+        wait_for_status(job_id, "deferred", timeout=30)
+    [event] = observed.wait_for_events("refused", 1)
+    assert event["tags"]["failure"] == "paused" and event["tags"]["smtp_code"] == "535"
+    assert "refused" in event["message"] or "refused" in json.dumps(event.get("logentry", {}))
+    assert BAD_PASSWORD.encode() not in observed.sink.all_bytes()
+
+
+def test_metrics_and_logs_report_what_was_sent(observed: Observed) -> None:
+    job_ids = [_send("counted", f"reader{i}@example.com") for i in range(3)]
+    for job_id in job_ids:
+        wait_for_status(job_id, "sent", timeout=30)
+    metrics = observed.metrics()
+    assert 'mailworker_messages_total{account="counted",outcome="sent"} 3.0' in metrics
+    assert 'mailworker_send_seconds_count{account="counted"} 3.0' in metrics
+    assert re.search(r'mailworker_pool_sessions\{account="counted",state="open"\} [1-9]', metrics)
+    assert 'outcome="bounced"} 1.0' in metrics  # the 550 of the first test
+
+    time.sleep(0.5)  # let the worker flush its log
+    text = observed.log_file.read_text()
+    # Celery's start-up banner and Python warnings are plain text; every log record is JSON.
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    attempts = [line for line in lines if line.get("job_id") in job_ids]
+    assert len(attempts) == 3
+    assert {a["outcome"] for a in attempts} == {"delivered"}
+    assert all(a["account"] == "counted" and a["smtp_code"] == 250 for a in attempts)
+    for secret in ("reader0@example.com", "nobody-ferdinand", SUBJECT, PASSWORD, BAD_PASSWORD):
+        assert secret not in text, secret

@@ -1,0 +1,59 @@
+"""An account that keeps failing transiently gets one Sentry event, not one per retry.
+
+    mailworker:{account:<name>}:failing-since   first transient failure since the last send
+    mailworker:{account:<name>}:failing-alerted  set for SENTRY_FAILING_AFTER_SECONDS after an event
+
+Every successful send clears ``failing-since`` (inside the job's outcome transaction).
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from tasks.redis_client import account_key, get_redis
+from tasks.sentry import report
+
+_DAY = 86400
+
+
+def failing_key(account: str) -> str:
+    return account_key(account, "failing-since")
+
+
+def stage_recovered(pipe: redis.client.Pipeline, account: str) -> None:
+    pipe.delete(failing_key(account))
+
+
+def note_transient(
+    account: str,
+    threshold: float,
+    reason: str,
+    *,
+    code: int | None = None,
+    queue: str | None = None,
+    client: redis.Redis | None = None,
+) -> bool:
+    """Record a transient failure; report once if the account has failed for ``threshold``."""
+    client = client or get_redis()
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    pipe.set(failing_key(account), now, nx=True, ex=_DAY)
+    pipe.get(failing_key(account))
+    _, since = pipe.execute()
+    failing_for = now - float(since or now)
+    if failing_for < threshold:
+        return False
+    alerted = account_key(account, "failing-alerted")
+    if not client.set(alerted, now, nx=True, ex=max(1, int(threshold))):
+        return False
+    report(
+        "failing",
+        f"account {account!r} has failed every send for {failing_for:.0f} s: {reason}",
+        account=account,
+        smtp_code=code,
+        queue=queue,
+        level="warning",
+    )
+    return True

@@ -1,0 +1,91 @@
+"""Counters an operator can use: per process for Prometheus, cluster-wide in Redis.
+
+Prometheus (prometheus-client), served by the worker on ``METRICS_PORT`` when it is set:
+
+    mailworker_messages_total{account, outcome}    sent | deferred | bounced | dead | suppressed
+    mailworker_send_seconds{account}                histogram of one delivery attempt
+    mailworker_pool_sessions{account, state}        open | idle | in_use | waiting, at scrape
+
+The same outcome counts go to ``mailworker:stats:<account>`` in Redis (in the transaction
+that records the job's outcome, so they cost no extra round trip) for ``mailworker stats``,
+which sums them over every worker ever run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tasks.redis_client import KEY_PREFIX, get_redis
+
+log = logging.getLogger("mailworker.metrics")
+
+OUTCOMES = ("sent", "deferred", "bounced", "dead", "suppressed")
+
+MESSAGES = Counter("mailworker_messages", "Jobs and recipients by outcome", ["account", "outcome"])
+SEND_SECONDS = Histogram(
+    "mailworker_send_seconds",
+    "Duration of one delivery attempt (session, permit and SMTP transaction)",
+    ["account"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def stats_key(account: str) -> str:
+    return f"{KEY_PREFIX}stats:{account}"
+
+
+def stage_counts(pipe: redis.client.Pipeline, account: str, counts: dict[str, int]) -> None:
+    """Count outcomes here and, inside the caller's transaction, in Redis."""
+    for outcome, count in counts.items():
+        if count:
+            MESSAGES.labels(account, outcome).inc(count)
+            pipe.hincrby(stats_key(account), outcome, count)
+
+
+def cluster_counts(accounts: list[str], client: redis.Redis | None = None) -> dict[str, dict]:
+    """Outcome counts per account, summed over every worker (``mailworker stats``)."""
+    pipe = (client or get_redis()).pipeline(transaction=False)
+    for account in accounts:
+        pipe.hgetall(stats_key(account))
+    return {
+        account: {outcome: int(raw.get(outcome, 0)) for outcome in OUTCOMES}
+        for account, raw in zip(accounts, pipe.execute(), strict=True)
+    }
+
+
+class PoolCollector(Collector):
+    """Reads this process's connection pools at scrape time (no bookkeeping per send)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from worker.runtime import current_runtime
+
+        family = GaugeMetricFamily(
+            "mailworker_pool_sessions", "SMTP sessions per account", labels=["account", "state"]
+        )
+        runtime = current_runtime()
+        for account, stats in (runtime.pool_stats() if runtime else {}).items():
+            for state in ("open", "idle", "in_use", "waiting"):
+                family.add_metric([account, state], getattr(stats, state))
+        yield family
+
+
+_served = False
+
+
+def serve_metrics(port: int | None, registry: Any = REGISTRY) -> bool:
+    """Start the Prometheus endpoint once per process; ``None`` means metrics are off."""
+    global _served
+    if port is None or _served:
+        return False
+    registry.register(PoolCollector())
+    start_http_server(port, registry=registry)
+    _served = True
+    log.info("Prometheus metrics on :%d/metrics", port)
+    return True
