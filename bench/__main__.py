@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -49,6 +50,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the mailworker worker during its last run"
     )
+    parser.add_argument(
+        "--campaign",
+        type=int,
+        default=100_000,
+        help="recipients of the bulk campaign scenario (0 skips it)",
+    )
     args = parser.parse_args()
 
     private = start_private_redis()
@@ -66,15 +73,22 @@ def main() -> None:
             f"?max_connections={args.concurrency}&max_messages=100000",
             "SMTP_CA_FILE": ca_file,
             "DEFAULT_FROM_EMAIL": "bench@example.com",
+            "UNSUBSCRIBE_SECRET": "bench-secret",
+            "UNSUBSCRIBE_URL": "https://bench.example.com/unsubscribe",
         }
         os.environ.update(env)
         bench = Bench(env, redis.Redis.from_url(private.url), args)
         results = bench.all()
+        bulk = None
+        if args.campaign:
+            from bench.campaign import run as run_campaign
+
+            bulk = run_campaign(env, bench.redis, args.campaign, args.concurrency)
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait(10)
         private.stop()
-    report(results, args)
+    report(results, args, bulk)
 
 
 class Bench:
@@ -258,7 +272,7 @@ def _paired(a: list[Run], b: list[Run], count: int) -> str:
     return ", ".join(f"{x.rate(count) / y.rate(count):.2f}x" for x, y in zip(a, b, strict=True))
 
 
-def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
+def report(results: dict[str, list[Run]], args: argparse.Namespace, bulk: Any = None) -> None:
     count = args.messages
     median = {
         name: statistics.median(r.rate(count) for r in runs) for name, runs in results.items()
@@ -291,6 +305,25 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
         f"{median['limited'] / median['mailworker']:.2f}x mailworker without "
         f"(paired runs: {_paired(results['limited'], results['mailworker'], count)}).",
     ]
+    if bulk is not None:
+        lines += [
+            "",
+            f"Bulk campaign, {bulk.recipients} recipients, one `bulk` worker (concurrency "
+            f"{args.concurrency}):",
+            "",
+            "| measure | value |",
+            "|---|---:|",
+            f"| campaign messages/s | {bulk.rate:.0f} |",
+            f"| vs baseline (connection per message) | {bulk.rate / median['baseline']:.2f}x |",
+            f"| vs transactional mailworker | {bulk.rate / median['mailworker']:.2f}x |",
+            f"| producer peak RSS, {bulk.recipients} / {bulk.recipients // 10} recipients | "
+            f"{bulk.producer_rss_mb:.0f} MB / {bulk.producer_rss_small_mb:.0f} MB |",
+            f"| Redis bytes per queued recipient | {bulk.redis_bytes_per_recipient:.0f} |",
+            f"| transactional latency p50 / p99, idle | {bulk.latency_idle[0] * 1000:.0f} ms / "
+            f"{bulk.latency_idle[1] * 1000:.0f} ms |",
+            f"| transactional latency p50 / p99, during the campaign | "
+            f"{bulk.latency_during[0] * 1000:.0f} ms / {bulk.latency_during[1] * 1000:.0f} ms |",
+        ]
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(exist_ok=True)

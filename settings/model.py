@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from settings.errors import SettingsError
 from settings.smtp_url import SmtpAccount, parse_smtp_url
@@ -48,6 +48,9 @@ class _Environment(BaseModel):
     LOG_ADDRESSES: bool = False
     METRICS_PORT: int | None = Field(default=None, ge=0, le=65535)
     CELERY_EVENTS: bool = True
+    UNSUBSCRIBE_SECRET: SecretStr | None = None
+    UNSUBSCRIBE_URL: str | None = None
+    UNSUBSCRIBE_MAILTO: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,15 @@ class Observability:
 
 
 @dataclass(frozen=True)
+class Unsubscribe:
+    """What bulk mail needs for one-click unsubscribe (RFC 8058); see tasks.unsubscribe."""
+
+    secret: SecretStr | None = field(default=None, repr=False)  # signs the tokens
+    url: str | None = None  # https endpoint of the app that calls tasks.unsubscribe
+    mailto: str | None = None  # optional mailto: alternative
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything mailworker reads from its environment. Build it with :func:`load_settings`."""
 
@@ -107,6 +119,7 @@ class Settings:
     account_pause_seconds: float
     limiter: LimiterPolicy = LimiterPolicy()
     observability: Observability = Observability()
+    unsubscribe: Unsubscribe = Unsubscribe()
 
     @property
     def watchdog_seconds(self) -> float:
@@ -170,6 +183,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             metrics_port=scalars.METRICS_PORT,
             celery_events=scalars.CELERY_EVENTS,
         ),
+        unsubscribe=Unsubscribe(
+            secret=scalars.UNSUBSCRIBE_SECRET,
+            url=_https_url(scalars.UNSUBSCRIBE_URL),
+            mailto=scalars.UNSUBSCRIBE_MAILTO,
+        ),
     )
 
 
@@ -190,6 +208,14 @@ def _accounts(env: Mapping[str, str]) -> dict[str, SmtpAccount]:
 
 def _account_variable(name: str) -> str:
     return "SMTP_URL" if name == "default" else f"SMTP_URL_{name.upper()}"
+
+
+def _https_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith("https://"):
+        raise SettingsError(
+            "UNSUBSCRIBE_URL", "must be an https:// URL (Gmail and Yahoo require https)"
+        )
+    return value
 
 
 def _from_email(value: str | None) -> str | None:

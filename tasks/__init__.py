@@ -5,6 +5,7 @@ result = send_email.delay(to="ann@example.com", subject="Hi", text="Hello")
 result.id  # the job id: `mailworker status <id>`
 """
 
+from tasks import campaign  # noqa: F401  (registers the campaign batch task)
 from tasks.app import app
 from tasks.errors import (
     HeaderInjection,

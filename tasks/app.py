@@ -14,7 +14,9 @@ from kombu import Queue
 from settings import Settings, get_settings
 
 TRANSACTIONAL_QUEUE = "email"
+BULK_QUEUE = "bulk"  # campaigns: their own queue and Procfile process type
 SEND_EMAIL_TASK = "mailworker.send_email"
+SEND_BATCH_TASK = "mailworker.send_batch"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -57,7 +59,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_default_queue": TRANSACTIONAL_QUEUE,
         "task_queues": [Queue(TRANSACTIONAL_QUEUE)],
-        "task_routes": {SEND_EMAIL_TASK: {"queue": TRANSACTIONAL_QUEUE}},
+        "task_routes": {
+            SEND_EMAIL_TASK: {"queue": TRANSACTIONAL_QUEUE},
+            SEND_BATCH_TASK: {"queue": BULK_QUEUE},
+        },
         "task_create_missing_queues": True,
         # Task events (on by default, CELERY_EVENTS) let Flower and `celery events` follow
         # every job; they cost a few Redis writes per message.

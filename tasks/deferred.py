@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -53,25 +53,40 @@ return 0
 """
 
 
+class Claimed(NamedTuple):
+    job_id: str
+    queue: str
+    payload: dict[str, Any]
+    task: str | None  # None: the send_email task
+
+
 def defer(
     job_id: str,
     payload: dict[str, Any],
     due_at: float,
     queue: str,
     *,
+    task: str | None = None,
     client: redis.Redis | None = None,
 ) -> None:
     """Keep ``payload`` in Redis until ``due_at``, then publish it to ``queue``."""
     pipe = (client or get_redis()).pipeline(transaction=True)
-    stage_defer(pipe, job_id, payload, due_at, queue)
+    stage_defer(pipe, job_id, payload, due_at, queue, task=task)
     pipe.execute()
 
 
 def stage_defer(
-    pipe: redis.client.Pipeline, job_id: str, payload: dict[str, Any], due_at: float, queue: str
+    pipe: redis.client.Pipeline,
+    job_id: str,
+    payload: dict[str, Any],
+    due_at: float,
+    queue: str,
+    *,
+    task: str | None = None,
 ) -> None:
     """Add :func:`defer`'s writes to a pipeline the caller executes."""
-    pipe.hset(JOBS, job_id, json.dumps({"queue": queue, "job": payload}))
+    entry = {"queue": queue, "job": payload, **({"task": task} if task else {})}
+    pipe.hset(JOBS, job_id, json.dumps(entry))
     pipe.zadd(DUE, {job_id: due_at})
 
 
@@ -93,15 +108,15 @@ def claim_due(
     limit: int = 200,
     now: float | None = None,
     client: redis.Redis | None = None,
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """Claim up to ``limit`` due jobs: ``(job id, queue, payload)``; release them after use."""
+) -> list[Claimed]:
+    """Claim up to ``limit`` due jobs; :func:`release` them once published."""
     client = client or get_redis()
     raw = client.eval(_CLAIM, 3, DUE, JOBS, CLAIMS, now or time.time(), lease, limit)
     claimed = []
     for job_id, blob in zip(raw[::2], raw[1::2], strict=True):
         if blob:
             entry = json.loads(blob)
-            claimed.append((job_id, entry["queue"], entry["job"]))
+            claimed.append(Claimed(job_id, entry["queue"], entry["job"], entry.get("task")))
     return claimed
 
 

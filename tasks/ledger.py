@@ -8,6 +8,8 @@ mailworker:suppressed           HASH  address → why it gets no more mail
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import redis
 import redis.asyncio
 
@@ -80,3 +82,15 @@ def suppressed(addresses: tuple[str, ...], *, client: redis.Redis | None = None)
         return set()
     reasons = (client or get_redis()).hmget(SUPPRESSED, [a.lower() for a in addresses])
     return {a for a, why in zip(addresses, reasons, strict=True) if why is not None}
+
+
+def unsuppress(addresses: list[str], *, client: redis.Redis | None = None) -> int:
+    """Take ``addresses`` off the suppression list; return how many were on it."""
+    if not addresses:
+        return 0
+    return int((client or get_redis()).hdel(SUPPRESSED, *[a.lower() for a in addresses]))
+
+
+def suppression_list(*, client: redis.Redis | None = None) -> Iterator[tuple[str, str]]:
+    """Every suppressed address and why, streamed (HSCAN), for exports of any size."""
+    yield from (client or get_redis()).hscan_iter(SUPPRESSED, count=1000)

@@ -8,6 +8,8 @@ so producers never load aiosmtplib.
 
 from __future__ import annotations
 
+import datetime
+import math
 import time
 from typing import Any
 
@@ -43,12 +45,15 @@ class SendEmailTask(Task):
             raise InvalidEmail("args", "send_email takes keyword arguments only")
         settings = get_settings()
         init_sentry(settings)  # a producer with SENTRY_DSN reports too (no-op otherwise)
-        job = build_job(settings, kwargs or {})
+        arguments = dict(kwargs or {})
+        send_at = parse_send_at(arguments.pop("send_at", None))
+        job = build_job(settings, arguments)
         if job.idempotency_key is not None:
             owner = claim_idempotency_key(job.idempotency_key, job.id)
             if owner != job.id:
                 return AsyncResult(owner, app=app)  # queued or sent already: nothing to do
-        return enqueue(job, queue=options.pop("queue", None) or TRANSACTIONAL_QUEUE, **options)
+        queue = options.pop("queue", None) or TRANSACTIONAL_QUEUE
+        return enqueue(job, queue=queue, send_at=send_at, **options)
 
 
 # The decorator is lazy: the app (and so the settings) is configured on first use of the
@@ -60,9 +65,43 @@ def send_email(self: SendEmailTask, job: dict[str, Any]) -> dict[str, Any]:
     return run_job(self, job)
 
 
-def enqueue(job: EmailJob, *, queue: str = TRANSACTIONAL_QUEUE, **options: Any) -> AsyncResult:
-    """Record the job as queued and publish it; the job id becomes the Celery task id."""
+def parse_send_at(value: Any) -> float | None:
+    """``send_at=``: a timezone-aware datetime or a Unix timestamp; ``None`` means now."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise InvalidEmail("send_at", "give a timezone-aware datetime (e.g. with UTC)")
+        return value.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise InvalidEmail("send_at", f"expected a datetime or a Unix timestamp, got {value!r}")
+
+
+def enqueue(
+    job: EmailJob,
+    *,
+    queue: str = TRANSACTIONAL_QUEUE,
+    send_at: float | None = None,
+    **options: Any,
+) -> AsyncResult:
+    """Record the job as queued and publish it; the job id becomes the Celery task id.
+
+    With ``send_at`` in the future the job waits in the Redis deferred set instead (never
+    as a Celery ETA in a worker's memory) and is published when due.
+    """
     payload = job.to_payload()
+    if send_at is not None and send_at > time.time():
+        pipe = get_redis().pipeline(transaction=True)
+        stage_status(
+            pipe, job.id, "queued", account=job.account, attempt=job.attempt, send_at=send_at
+        )
+        stage_defer(pipe, job.id, payload, send_at, queue)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"could not schedule email job {job.id}: {exc}") from exc
+        return AsyncResult(job.id, app=app)
     try:
         # With the status, a watchdog copy of the job goes to the deferred set. Celery's
         # Redis transport can lose a job fetched by a worker killed at the wrong instant;
@@ -81,10 +120,12 @@ def enqueue(job: EmailJob, *, queue: str = TRANSACTIONAL_QUEUE, **options: Any) 
         ) from exc
 
 
-def publish(job_id: str, payload: dict[str, Any], queue: str, **options: Any) -> AsyncResult:
-    """Put one job payload on ``queue`` (used by enqueue and by the deferred-set mover)."""
+def publish(
+    job_id: str, payload: dict[str, Any], queue: str, task: str | None = None, **options: Any
+) -> AsyncResult:
+    """Put one job (or campaign batch) on ``queue``: for enqueue and the deferred-set mover."""
     return app.send_task(
-        SEND_EMAIL_TASK,
+        task or SEND_EMAIL_TASK,
         kwargs={"job": payload},
         task_id=job_id,
         queue=queue,

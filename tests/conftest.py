@@ -121,6 +121,9 @@ def environment(
         # A throttled account recovers within seconds; a killed worker's slots within 3 s.
         "THROTTLE_COOLDOWN_SECONDS": "1",
         "CONNECTION_LEASE_SECONDS": "3",
+        "UNSUBSCRIBE_SECRET": "test-unsubscribe-secret-7731",
+        "UNSUBSCRIBE_URL": "https://app.example.com/unsubscribe",
+        "UNSUBSCRIBE_MAILTO": "unsubscribe@app.example.com",
         # Jobs a killed worker took come back after 20 s; a job the broker lost, after 65 s.
         "REDIS_VISIBILITY_TIMEOUT": "20",
     }

@@ -89,3 +89,20 @@ def test_a_missing_redis_gets_advice_not_a_traceback(environment: dict[str, str]
     run = mailworker("status", "some-job", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
     assert run.returncode == 1
     assert "REDIS_URL" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_suppress_add_check_export_import_remove(
+    environment: dict[str, str], tmp_path: pytest.TempPathFactory
+) -> None:
+    assert mailworker("suppress", "add", "Zed@Example.com", env={}).returncode == 0
+    check = mailworker("suppress", "check", "zed@example.com", "amy@example.com", env={})
+    assert check.returncode == 1 and "zed@example.com: suppressed" in check.stdout
+    assert "amy@example.com: ok" in check.stdout
+    export = mailworker("suppress", "export", env={})
+    assert "zed@example.com,added by an operator" in export.stdout
+    listing = tmp_path / "list.csv"  # type: ignore[operator]
+    listing.write_text("email,name\nyan@example.com,Yan\nxia@example.com,Xia\n")
+    assert "suppressed 2" in mailworker("suppress", "import", str(listing), env={}).stdout
+    removed = mailworker("suppress", "remove", "zed@example.com", "yan@example.com", env={})
+    assert "removed 2" in removed.stdout
+    assert mailworker("suppress", "check", "zed@example.com", env={}).returncode == 0

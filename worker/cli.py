@@ -335,6 +335,243 @@ def _celery_prefix() -> str:
     return str(app.conf.broker_transport_options.get("global_keyprefix", ""))
 
 
+@main.group()
+def campaign() -> None:
+    """Bulk campaigns: start one from a CSV, watch it, pause, resume or cancel it."""
+
+
+@campaign.command("start")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--subject", required=True, help="Jinja2 template, e.g. 'Hi {{ first_name }}'.")
+@click.option("--text", "text_file", type=click.Path(exists=True), help="Plain-text template file.")
+@click.option("--html", "html_file", type=click.Path(exists=True), help="HTML template file.")
+@click.option("--from", "from_email", help="Sender (default: DEFAULT_FROM_EMAIL).")
+@click.option("--reply-to", help="Reply-To address.")
+@click.option("--id", "campaign_id", help="Campaign id; give the same one to resume a start.")
+@click.option("--account", help="SMTP account (default: 'bulk' if configured, else 'default').")
+@click.option("--send-at", type=click.DateTime(), help="Start later (local time, ISO format).")
+@click.option("--chunk-size", default=200, show_default=True, help="Recipients per batch.")
+@click.option(
+    "--max-queued-batches", default=50, show_default=True, help="Pace: batches waiting at most."
+)
+def campaign_start(
+    csv_file: str,
+    subject: str,
+    text_file: str | None,
+    html_file: str | None,
+    from_email: str | None,
+    reply_to: str | None,
+    campaign_id: str | None,
+    account: str | None,
+    send_at: Any,
+    chunk_size: int,
+    max_queued_batches: int,
+) -> None:
+    """Queue a campaign to every row of CSV_FILE (an 'email' column; other columns are
+    template variables) and print its id."""
+    import csv
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from tasks.campaign import CampaignError, CampaignTemplate, start_campaign
+
+    _settings()
+    if not text_file and not html_file:
+        _fail("give --text FILE, --html FILE or both")
+    template = CampaignTemplate(
+        subject=subject,
+        text=Path(text_file).read_text() if text_file else None,
+        html=Path(html_file).read_text() if html_file else None,
+        from_email=from_email,
+        reply_to=reply_to,
+    )
+    with (
+        open(csv_file, newline="", encoding="utf-8") as handle,
+        Progress(console=errors, transient=True) as progress,
+    ):
+        bar = progress.add_task("queueing", total=None)
+        try:
+            result = start_campaign(
+                template,
+                csv.DictReader(handle),
+                campaign_id=campaign_id,
+                account=account,
+                send_at=send_at.timestamp() if send_at else None,
+                chunk_size=chunk_size,
+                max_queued_batches=max_queued_batches,
+                on_batch=lambda queued: progress.update(bar, completed=queued),
+            )
+        except (CampaignError, SettingsError) as exc:
+            _fail(f"{exc}; nothing was queued" if isinstance(exc, CampaignError) else str(exc))
+    click.echo(result)
+
+
+@campaign.command("status")
+@click.argument("campaign_id")
+@click.option("--watch", is_flag=True, help="Show a live progress bar until it is done.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def campaign_status_command(campaign_id: str, watch: bool, as_json: bool) -> None:
+    """Counters of a campaign (sent, failed, suppressed, ...), its rate and ETA."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tasks.campaign import campaign_status
+
+    _settings()
+    record = campaign_status(campaign_id)
+    if record is None:
+        _fail(f"no campaign {campaign_id}", EXIT_FAILED)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    if watch:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[rate]:.0f}/s"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task(campaign_id, total=record["total"], rate=0.0)
+            last = (time.monotonic(), record["done"])
+            while record["state"] != "cancelled" and not _finished(record):
+                time.sleep(1)
+                record = campaign_status(campaign_id) or record
+                now = time.monotonic()
+                rate = (record["done"] - last[1]) / max(now - last[0], 1e-6)
+                last = (now, record["done"])
+                progress.update(bar, completed=record["done"], total=record["total"], rate=rate)
+    table = Table(show_header=False, box=None)
+    for key, value in record.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def _finished(record: dict[str, Any]) -> bool:
+    return record["total"] is not None and record["done"] >= record["total"]
+
+
+@campaign.command("pause")
+@click.argument("campaign_id")
+def campaign_pause(campaign_id: str) -> None:
+    """Stop sending; batches wait (in Redis) until resume."""
+    _campaign_control(campaign_id, "pause")
+
+
+@campaign.command("resume")
+@click.argument("campaign_id")
+def campaign_resume(campaign_id: str) -> None:
+    """Continue a paused campaign."""
+    _campaign_control(campaign_id, "resume")
+
+
+@campaign.command("cancel")
+@click.argument("campaign_id")
+def campaign_cancel(campaign_id: str) -> None:
+    """Send nothing more for this campaign (what was sent stays sent)."""
+    _campaign_control(campaign_id, "cancel")
+
+
+def _campaign_control(campaign_id: str, action: str) -> None:
+    from tasks import campaign as campaigns
+
+    _settings()
+    try:
+        getattr(campaigns, action)(campaign_id)
+    except KeyError:
+        _fail(f"no campaign {campaign_id}", EXIT_FAILED)
+    console.print(f"campaign {campaign_id}: {action} done")
+
+
+@main.group()
+def suppress() -> None:
+    """The suppression list: addresses that get no mail (unsubscribed, bounced, complained)."""
+
+
+@suppress.command("add")
+@click.argument("addresses", nargs=-1, required=True)
+@click.option("--reason", default="added by an operator", show_default=True)
+def suppress_add(addresses: tuple[str, ...], reason: str) -> None:
+    """Suppress ADDRESSES."""
+    from tasks.ledger import suppress as add
+
+    _settings()
+    for address in addresses:
+        add(address, reason)
+    console.print(f"suppressed {len(addresses)} address(es)")
+
+
+@suppress.command("remove")
+@click.argument("addresses", nargs=-1, required=True)
+def suppress_remove(addresses: tuple[str, ...]) -> None:
+    """Let ADDRESSES receive mail again."""
+    from tasks.ledger import unsuppress
+
+    _settings()
+    console.print(f"removed {unsuppress(list(addresses))} address(es)")
+
+
+@suppress.command("check")
+@click.argument("addresses", nargs=-1, required=True)
+def suppress_check(addresses: tuple[str, ...]) -> None:
+    """Say for each address whether it is suppressed, and why. Exits 1 if any is."""
+    from tasks.ledger import SUPPRESSED
+    from tasks.redis_client import get_redis
+
+    _settings()
+    reasons = get_redis().hmget(SUPPRESSED, [a.lower() for a in addresses])
+    for address, reason in zip(addresses, reasons, strict=True):
+        console.print(f"{address}: " + (f"suppressed ({reason})" if reason else "ok"))
+    sys.exit(EXIT_FAILED if any(reasons) else 0)
+
+
+@suppress.command("import")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8"))
+@click.option("--reason", default="imported", show_default=True)
+def suppress_import(csv_file: Any, reason: str) -> None:
+    """Suppress every address of CSV_FILE (an 'email' column, or one address per line)."""
+    import csv
+
+    from tasks.ledger import SUPPRESSED
+    from tasks.redis_client import get_redis
+
+    _settings()
+    first = csv_file.readline()
+    has_header = "email" in [c.strip().lower() for c in first.split(",")]
+    rows = csv.reader(csv_file)
+    column = [c.strip().lower() for c in first.split(",")].index("email") if has_header else 0
+    pipe, count = get_redis().pipeline(transaction=False), 0
+    if not has_header and first.strip():
+        pipe.hset(SUPPRESSED, first.strip().lower(), reason)
+        count += 1
+    for row in rows:
+        if len(row) > column and "@" in row[column]:
+            pipe.hset(SUPPRESSED, row[column].strip().lower(), reason)
+            count += 1
+            if count % 1000 == 0:
+                pipe.execute()
+    pipe.execute()
+    console.print(f"suppressed {count} address(es)")
+
+
+@suppress.command("export")
+@click.argument("csv_file", type=click.File("w", encoding="utf-8"), default="-")
+def suppress_export(csv_file: Any) -> None:
+    """Write the suppression list as CSV (email,reason) to CSV_FILE or standard output."""
+    import csv
+
+    from tasks.ledger import suppression_list
+
+    _settings()
+    writer = csv.writer(csv_file)
+    writer.writerow(["email", "reason"])
+    for address, reason in suppression_list():
+        writer.writerow([address, reason])
+
+
 def _when(timestamp: float) -> str:
     import datetime
 

@@ -40,9 +40,9 @@ class DeferredMover:
         claimed = claim_due()
         moved = []
         try:
-            for job_id, queue, payload in claimed:
-                publish(job_id, payload, queue)
-                moved.append(job_id)
+            for job in claimed:
+                publish(job.job_id, job.payload, job.queue, task=job.task)
+                moved.append(job.job_id)
         finally:
             # Unpublished claims stay leased and come back when the lease expires.
             release(moved)

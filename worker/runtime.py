@@ -8,11 +8,14 @@ after the fork. Pools are keyed by the account's full configuration, so changed 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import ssl
 import threading
+from collections.abc import Awaitable, Iterable
 from functools import partial
+from typing import Any
 
 import redis.asyncio
 
@@ -21,7 +24,7 @@ from tasks.job import EmailJob
 from tasks.ledger import mark_sent_async
 from worker.bridge import LoopThread
 from worker.connection import open_connection
-from worker.delivery import DeliveryReport, deliver
+from worker.delivery import DeliveryReport, OnAccepted, deliver
 from worker.oauth import token_getter_for
 from worker.pool import ConnectionPool, PoolStats
 from worker.ratelimit import RateLimiter, wait_for_permit
@@ -53,6 +56,19 @@ class Runtime:
         )
         return self._bridge.run(self._deliver(job, account, settings), timeout=wait)
 
+    def deliver_batch(
+        self, jobs: list[EmailJob], on_accepted: OnAccepted, settings: Settings | None = None
+    ) -> list[DeliveryReport | BaseException]:
+        """Send many jobs of one account concurrently over its pool; one result per job."""
+        settings = settings or get_settings()
+        account = settings.account(jobs[0].account)
+        rounds = math.ceil(len(jobs) / account.pool.max_connections)
+        each = account.pool.acquire_timeout + 2 * settings.smtp_timeout + settings.limiter.max_sleep
+        sends = (self._deliver(job, account, settings, on_accepted) for job in jobs)
+        return self._bridge.run(
+            _gather(sends), timeout=each * rounds + account.pool.acquire_timeout + _GRACE
+        )
+
     def pool_stats(self) -> dict[str, PoolStats]:
         return {account.name: pool.stats() for account, pool in self._pools.items()}
 
@@ -68,7 +84,11 @@ class Runtime:
         self._bridge.stop()
 
     async def _deliver(
-        self, job: EmailJob, account: SmtpAccount, settings: Settings
+        self,
+        job: EmailJob,
+        account: SmtpAccount,
+        settings: Settings,
+        on_accepted: OnAccepted | None = None,
     ) -> DeliveryReport:
         pool = self._pools.get(account)
         if pool is None:
@@ -77,22 +97,21 @@ class Runtime:
         domains = {r.rpartition("@")[2] for r in job.recipients if r not in job.done}
         limiter = RateLimiter(account, domains, settings.limiter.throttle_cooldown)
         if limiter.active:
-            pace = partial(
-                wait_for_permit, limiter, self._async_redis(), settings.limiter.max_sleep
-            )
+            pace = partial(wait_for_permit, limiter, self.async_redis(), settings.limiter.max_sleep)
         return await deliver(
             job,
             account,
             pool,
             timeout=settings.smtp_timeout,
-            on_accepted=self._record_sent,
+            on_accepted=on_accepted or self._record_sent,
             pace=pace,
         )
 
     async def _record_sent(self, job_id: str, recipients: tuple[str, ...]) -> None:
-        await mark_sent_async(self._async_redis(), job_id, recipients)
+        await mark_sent_async(self.async_redis(), job_id, recipients)
 
-    def _async_redis(self) -> redis.asyncio.Redis:
+    def async_redis(self) -> redis.asyncio.Redis:
+        """This process's asyncio Redis client, for code running on the loop."""
         if self._redis is None:  # created on the loop that uses it, after any fork
             settings = get_settings()
             self._redis = redis.asyncio.Redis.from_url(
@@ -107,7 +126,7 @@ class Runtime:
         slots = None
         if account.limits.cluster_connections is not None:
             slots = ConnectionSlots(
-                self._async_redis,
+                self.async_redis,
                 account.name,
                 account.limits.cluster_connections,
                 settings.limiter.connection_lease,
@@ -127,6 +146,10 @@ class Runtime:
         if key not in self._tls:
             self._tls[key] = client_tls_context(settings.smtp_ca_file)
         return self._tls[key]
+
+
+async def _gather(sends: Iterable[Awaitable[DeliveryReport]]) -> list[Any]:
+    return await asyncio.gather(*sends, return_exceptions=True)
 
 
 async def _close_all(pools: list[ConnectionPool], client: redis.asyncio.Redis | None) -> None:

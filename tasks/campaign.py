@@ -1,0 +1,350 @@
+"""Bulk campaigns: one template, a stream of recipients, batches on the ``bulk`` queue.
+
+    campaign_id = start_campaign(
+        {"subject": "Hi {{ first_name }}", "text": "...", "html": "...", "from_email": "..."},
+        rows,  # any iterable of dicts with an "email" key; other keys are template variables
+    )
+
+The template is stored once; recipients are streamed into batches of ``chunk_size`` (with
+only their variables, never a rendered message), so neither the producer's memory nor
+Redis grows with the campaign; publishing waits while the bulk queue holds more than
+``max_queued_batches`` batches. A template or variable error in the first rows stops the
+campaign before anything is queued; a bad row later is recorded against that row.
+
+Re-running ``start_campaign`` with the same ``campaign_id`` and the same rows (a producer
+that died half-way) queues only the batches not queued yet; a batch queued twice sends
+nobody twice (the workers keep a per-recipient sent bitmap).
+
+    mailworker:{campaign:<id>}:meta     HASH template, account, state, total, ...
+    mailworker:{campaign:<id>}:counts   HASH queued, sent, failed, suppressed, invalid, ...
+    mailworker:{campaign:<id>}:batches  bitmap: batch k queued
+    mailworker:{campaign:<id>}:sent     bitmap: recipient n accepted by the server
+    mailworker:{campaign:<id>}:errors   HASH recipient n → why it was not sent
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from settings import Settings, SettingsError, get_settings
+from tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app
+from tasks.deferred import defer
+from tasks.errors import InvalidEmail
+from tasks.job import EmailJob
+from tasks.redis_client import KEY_PREFIX, get_redis
+from tasks.send import publish
+from tasks.unsubscribe import unsubscribe_headers
+from tasks.validation import build_job, parse_mailbox
+
+BATCH_VERSION = 1
+STATES = ("running", "paused", "cancelled")
+# Counters per campaign: recipients by where they are now.
+COUNTERS = ("queued", "sent", "failed", "suppressed", "invalid", "deferred", "cancelled")
+
+# Mark batch k queued and count it, once, however often the producer is re-run.
+_MARK_QUEUED = """
+if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 1 then return 0 end
+redis.call('HINCRBY', KEYS[2], 'queued', ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'invalid', ARGV[3]) end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
+class CampaignError(ValueError):
+    """The campaign cannot start (template, first rows, settings); nothing was queued."""
+
+
+@dataclass(frozen=True)
+class CampaignTemplate:
+    subject: str
+    text: str | None = None
+    html: str | None = None
+    from_email: str | None = None
+    reply_to: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    list_id: str | None = None  # List-Id; default "<campaign id>.<From domain>"
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+def campaign_key(campaign_id: str, part: str) -> str:
+    return f"{KEY_PREFIX}{{campaign:{campaign_id}}}:{part}"
+
+
+class Renderer:
+    """The template compiled once in a sandbox: variables cannot reach Python internals, a
+    missing variable is an error (not an empty string), HTML output is autoescaped."""
+
+    def __init__(self, template: CampaignTemplate) -> None:
+        plain = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        html = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+        self.parts = {}
+        for name, source, env in (
+            ("subject", template.subject, plain),
+            ("text", template.text, plain),
+            ("html", template.html, html),
+        ):
+            if source is None:
+                continue
+            try:
+                self.parts[name] = env.from_string(source)
+            except TemplateError as exc:
+                raise CampaignError(f"template error in {name}: {exc}") from None
+
+    def render(self, variables: Mapping[str, Any]) -> dict[str, str]:
+        rendered = {}
+        for name, part in self.parts.items():
+            try:
+                rendered[name] = part.render(variables)
+            except TemplateError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return rendered
+
+
+def render_job(
+    campaign_id: str,
+    template: CampaignTemplate,
+    renderer: Renderer,
+    account: str,
+    index: int,
+    address: str,
+    variables: Mapping[str, Any],
+    settings: Settings,
+) -> EmailJob:
+    """One recipient's message, validated like any ``send_email`` job (raises ValueError)."""
+    rendered = renderer.render({"email": address, **variables})
+    sender = template.from_email or settings.default_from_email
+    domain = (sender or "localhost").rpartition("@")[2].rstrip(">")
+    list_id = template.list_id or f"{campaign_id}.{domain}"
+    headers = {**template.headers, **unsubscribe_headers(campaign_id, address, list_id, settings)}
+    arguments: dict[str, Any] = {
+        "to": address,
+        "subject": rendered["subject"],
+        "account": account,
+        "headers": headers,
+        **({"text": rendered["text"]} if "text" in rendered else {}),
+        **({"html": rendered["html"]} if "html" in rendered else {}),
+        **({"from_email": template.from_email} if template.from_email else {}),
+        **({"reply_to": template.reply_to} if template.reply_to else {}),
+    }
+    # A stable id per campaign recipient: every attempt carries the same Message-ID.
+    return replace(build_job(settings, arguments), id=f"{campaign_id}-{index}")
+
+
+def start_campaign(
+    template: CampaignTemplate | Mapping[str, Any],
+    recipients: Iterable[Mapping[str, Any]],
+    *,
+    campaign_id: str | None = None,
+    account: str | None = None,
+    send_at: float | None = None,
+    chunk_size: int = 200,
+    check_rows: int = 20,
+    max_queued_batches: int = 50,
+    on_batch: Callable[[int], None] | None = None,
+) -> str:
+    """Check the template, store it, stream ``recipients`` into batches; return the id."""
+    settings = get_settings()
+    if not isinstance(template, CampaignTemplate):
+        template = CampaignTemplate(**template)
+    account = account or ("bulk" if "bulk" in settings.accounts else "default")
+    campaign_id = campaign_id or uuid.uuid4().hex
+    renderer = Renderer(template)
+    rows = iter(recipients)
+    first = list(itertools.islice(rows, check_rows))
+    _check_first_rows(campaign_id, template, renderer, account, first, settings)
+    client = get_redis()
+    _store(client, campaign_id, template, account, chunk_size)
+
+    total = 0
+    for number, chunk in enumerate(_chunks(itertools.chain(first, rows), chunk_size)):
+        start = number * chunk_size
+        total = start + len(chunk)
+        if client.getbit(campaign_key(campaign_id, "batches"), number):
+            continue  # queued by an earlier run of this producer
+        batch, invalid = _batch(campaign_id, number, start, chunk)
+        if send_at is not None and send_at > time.time():
+            defer(batch["id"], batch, send_at, BULK_QUEUE, task=SEND_BATCH_TASK, client=client)
+        else:
+            _wait_for_room(client, max_queued_batches)
+            publish(batch["id"], batch, BULK_QUEUE, task=SEND_BATCH_TASK)
+        errors = [x for index, why in invalid.items() for x in (index, why)]
+        client.eval(
+            _MARK_QUEUED,
+            3,
+            campaign_key(campaign_id, "batches"),
+            campaign_key(campaign_id, "counts"),
+            campaign_key(campaign_id, "errors"),
+            number,
+            len(batch["recipients"]),
+            len(invalid),
+            *errors,
+        )
+        if on_batch is not None:
+            on_batch(total)
+    client.hset(campaign_key(campaign_id, "meta"), mapping={"total": total, "enqueued": 1})
+    return campaign_id
+
+
+def pause(campaign_id: str) -> None:
+    _set_state(campaign_id, "paused")
+
+
+def resume(campaign_id: str) -> None:
+    _set_state(campaign_id, "running")
+
+
+def cancel(campaign_id: str) -> None:
+    _set_state(campaign_id, "cancelled")
+
+
+def campaign_status(campaign_id: str) -> dict[str, Any] | None:
+    client = get_redis()
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(campaign_key(campaign_id, "meta"))
+    pipe.hgetall(campaign_key(campaign_id, "counts"))
+    meta, counts = pipe.execute()
+    if not meta:
+        return None
+    counts = {name: int(counts.get(name, 0)) for name in COUNTERS}
+    total = int(meta["total"]) if "total" in meta else None
+    done = sum(counts[n] for n in ("sent", "failed", "suppressed", "invalid", "cancelled"))
+    return {
+        "id": campaign_id,
+        "state": meta.get("state", "running"),
+        "account": meta.get("account"),
+        "created_at": float(meta.get("created_at", 0)),
+        "enqueued": meta.get("enqueued") == "1",
+        "total": total,
+        "done": done,
+        **counts,
+    }
+
+
+def campaign_errors(campaign_id: str, limit: int = 100) -> dict[int, str]:
+    _, found = get_redis().hscan(campaign_key(campaign_id, "errors"), count=limit)
+    return {int(k): v for k, v in list(found.items())[:limit]}
+
+
+def load_template(campaign_id: str) -> tuple[CampaignTemplate, dict[str, str]]:
+    meta = get_redis().hgetall(campaign_key(campaign_id, "meta"))
+    if not meta:
+        raise KeyError(campaign_id)
+    return CampaignTemplate(**json.loads(meta["template"])), meta
+
+
+def _check_first_rows(
+    campaign_id: str,
+    template: CampaignTemplate,
+    renderer: Renderer,
+    account: str,
+    rows: list[Mapping[str, Any]],
+    settings: Settings,
+) -> None:
+    if not rows:
+        raise CampaignError("no recipients")
+    for number, row in enumerate(rows, start=1):
+        if "email" not in row:
+            raise CampaignError(f"row {number} has no 'email' column (columns: {sorted(row)})")
+        try:
+            render_job(
+                campaign_id, template, renderer, account, number, row["email"], row, settings
+            )
+        except SettingsError:
+            raise
+        except (ValueError, InvalidEmail) as exc:
+            if isinstance(exc, InvalidEmail) and exc.field == "to":
+                continue  # a bad address is that row's problem, not the template's
+            raise CampaignError(f"row {number}: {exc}") from None
+
+
+def _store(
+    client: Any, campaign_id: str, template: CampaignTemplate, account: str, chunk_size: int
+) -> None:
+    key = campaign_key(campaign_id, "meta")
+    existing = client.hgetall(key)
+    if existing:
+        if existing.get("digest") != template.digest():
+            raise CampaignError(f"campaign {campaign_id} exists with a different template")
+        if existing.get("state") == "cancelled":
+            raise CampaignError(f"campaign {campaign_id} was cancelled")
+        if int(existing.get("chunk_size", chunk_size)) != chunk_size:
+            raise CampaignError(f"campaign {campaign_id} was started with another chunk_size")
+        return
+    client.hset(
+        key,
+        mapping={
+            "template": json.dumps(asdict(template)),
+            "digest": template.digest(),
+            "account": account,
+            "state": "running",
+            "chunk_size": chunk_size,
+            "created_at": time.time(),
+        },
+    )
+
+
+def _batch(
+    campaign_id: str, number: int, start: int, chunk: list[Mapping[str, Any]]
+) -> tuple[dict[str, Any], dict[int, str]]:
+    recipients, invalid = [], {}
+    for index, row in enumerate(chunk, start=start):
+        try:
+            _, address = parse_mailbox("to", row.get("email"))
+        except InvalidEmail as exc:
+            invalid[index] = f"invalid address: {exc}"
+            continue
+        variables = {k: _text(v) for k, v in row.items() if k != "email"}
+        recipients.append([index, address, variables])
+    batch = {
+        "v": BATCH_VERSION,
+        "id": f"{campaign_id}:{number}",
+        "campaign": campaign_id,
+        "attempt": 1,
+        "recipients": recipients,
+    }
+    return batch, invalid
+
+
+def _chunks(rows: Iterator[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
+    while chunk := list(itertools.islice(rows, size)):
+        yield chunk
+
+
+def _text(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+def _wait_for_room(client: Any, max_queued_batches: int) -> None:
+    """Pace the producer: keep at most ``max_queued_batches`` batches waiting in Redis."""
+    prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
+    while client.llen(f"{prefix}{BULK_QUEUE}") >= max_queued_batches:
+        time.sleep(0.2)
+
+
+def _set_state(campaign_id: str, state: str) -> None:
+    key = campaign_key(campaign_id, "meta")
+    client = get_redis()
+    if not client.exists(key):
+        raise KeyError(campaign_id)
+    client.hset(key, "state", state)
+
+
+# The worker side runs it; producers only publish batches (see worker.campaign_runner).
+@app.task(name=SEND_BATCH_TASK, bind=True)
+def send_batch(self: Any, job: dict[str, Any]) -> dict[str, Any]:
+    from worker.campaign_runner import run_batch
+
+    return run_batch(self, job)

@@ -1,0 +1,93 @@
+"""One-click unsubscribe for bulk mail (RFC 8058), as Gmail and Yahoo require of bulk senders.
+
+Each campaign message carries::
+
+    List-Unsubscribe: <https://app.example/unsubscribe?token=...>, <mailto:unsub@app.example>
+    List-Unsubscribe-Post: List-Unsubscribe=One-Click
+    List-Id: <campaign-id.app.example>
+
+The token is ``base64url(campaign "\\n" address) "." base64url(HMAC-SHA256)`` keyed with
+``UNSUBSCRIBE_SECRET``: it names one recipient of one campaign and cannot be altered. The
+app's endpoint (GET shows a page, POST is the one-click) calls :func:`unsubscribe`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import redis
+
+from settings import Settings, SettingsError, get_settings
+from tasks.ledger import suppress
+
+
+class InvalidToken(ValueError):
+    """The token was not issued by us, was altered, or is malformed."""
+
+
+def make_token(campaign_id: str, address: str, settings: Settings | None = None) -> str:
+    body = f"{campaign_id}\n{address.lower()}".encode()
+    return f"{_b64(body)}.{_b64(_sign(body, settings or get_settings()))}"
+
+
+def verify_token(token: str, settings: Settings | None = None) -> tuple[str, str]:
+    """``(campaign id, address)`` of a genuine token; :class:`InvalidToken` otherwise."""
+    try:
+        body_part, signature_part = token.split(".")
+        body, signature = _unb64(body_part), _unb64(signature_part)
+        campaign_id, address = body.decode().split("\n")
+    except ValueError:
+        raise InvalidToken("malformed unsubscribe token") from None
+    if not hmac.compare_digest(signature, _sign(body, settings or get_settings())):
+        raise InvalidToken("unsubscribe token signature does not match")
+    return campaign_id, address
+
+
+def unsubscribe(token: str, *, client: redis.Redis | None = None) -> tuple[str, str]:
+    """Verify ``token`` and add its address to the suppression list; return what it named."""
+    campaign_id, address = verify_token(token)
+    suppress(address, f"unsubscribed (campaign {campaign_id})", client=client)
+    return campaign_id, address
+
+
+def unsubscribe_headers(
+    campaign_id: str, address: str, list_id: str, settings: Settings
+) -> dict[str, str]:
+    """The List-* headers of one campaign message to ``address``."""
+    url = settings.unsubscribe.url
+    if url is None:
+        raise SettingsError(
+            "UNSUBSCRIBE_URL", "bulk campaigns need an https endpoint for one-click unsubscribe"
+        )
+    token = make_token(campaign_id, address, settings)
+    separator = "&" if "?" in url else "?"
+    targets = [f"<{url}{separator}token={token}>"]
+    if settings.unsubscribe.mailto:
+        targets.append(f"<mailto:{settings.unsubscribe.mailto}?subject=unsubscribe%20{token}>")
+    return {
+        "List-Unsubscribe": ", ".join(targets),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": f"<{list_id}>",
+    }
+
+
+def _sign(body: bytes, settings: Settings) -> bytes:
+    secret = settings.unsubscribe.secret
+    if secret is None:
+        raise SettingsError(
+            "UNSUBSCRIBE_SECRET", "set a long random secret to sign unsubscribe links"
+        )
+    return hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(str(exc)) from None

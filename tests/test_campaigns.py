@@ -1,0 +1,232 @@
+"""Bulk campaigns end to end: real Redis, a real `bulk` worker process, a real TLS SMTP server."""
+
+from __future__ import annotations
+
+import csv
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.campaign import (
+    CampaignError,
+    campaign_errors,
+    campaign_status,
+    cancel,
+    pause,
+    resume,
+    start_campaign,
+)
+from tasks.ledger import suppress
+from tasks.unsubscribe import InvalidToken, make_token, unsubscribe, verify_token
+from tests.helpers import extra_account, worker_process
+from worker.devserver import DevServer
+
+TEMPLATE = {
+    "subject": "Hello {{ first_name }}",
+    "text": "Dear {{ first_name }}, our {{ season }} sale starts now.",
+    "html": "<p>Dear {{ first_name }}</p>",
+}
+
+
+@pytest.fixture(scope="module")
+def bulk_worker(environment: dict[str, str], starttls_server: DevServer) -> Iterator[DevServer]:
+    paced = starttls_server.url() + "?rate=50/s"
+    with extra_account("paced", paced), worker_process("bulk", {"SMTP_URL_PACED": paced}):
+        yield starttls_server
+
+
+def rows(count: int, prefix: str, **extra: str) -> list[dict[str, str]]:
+    return [
+        {"email": f"{prefix}{i}@example.com", "first_name": f"Name{i}", "season": "winter", **extra}
+        for i in range(count)
+    ]
+
+
+def messages_of_campaign(server: DevServer, campaign_id: str) -> list[Any]:
+    marker = f"<{campaign_id}-".encode()
+    return [m for m in server.messages if marker in m.data.split(b"\r\n\r\n")[0]]
+
+
+def wait_until_done(campaign_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    record = campaign_status(campaign_id)
+    while time.monotonic() < deadline:
+        record = campaign_status(campaign_id)
+        if record and record["total"] is not None and record["done"] >= record["total"]:
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"campaign {campaign_id} did not finish: {record}")
+
+
+def settled(campaign_id: str) -> int:
+    """The sent count once it has stopped moving for a second."""
+    last, since = -1, time.monotonic()
+    while time.monotonic() - since < 1.0:
+        sent = campaign_status(campaign_id)["sent"]
+        if sent != last:
+            last, since = sent, time.monotonic()
+        time.sleep(0.1)
+    return last
+
+
+@pytest.mark.slow
+def test_a_5000_recipient_csv_campaign(bulk_worker: DevServer, tmp_path: Path) -> None:
+    path = tmp_path / "recipients.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["email", "first_name", "season"])
+        writer.writeheader()
+        writer.writerows(rows(5000, "big"))
+    for i in range(0, 100, 10):
+        suppress(f"big{i}@example.com", "unsubscribed earlier")
+    with path.open(newline="") as handle:
+        campaign_id = start_campaign(TEMPLATE, csv.DictReader(handle))
+    record = wait_until_done(campaign_id, timeout=180)
+    assert (record["total"], record["sent"], record["suppressed"]) == (5000, 4990, 10)
+    assert record["failed"] == record["invalid"] == record["deferred"] == 0
+    messages = messages_of_campaign(bulk_worker, campaign_id)
+    per_recipient = Counter(m.rcpt_tos[0] for m in messages)
+    assert len(per_recipient) == 4990 and set(per_recipient.values()) == {1}
+    assert "big10@example.com" not in per_recipient
+    for message in messages[::97]:  # every 97th: personalised, with working unsubscribe
+        parsed, recipient = message.message, message.rcpt_tos[0]
+        number = recipient.removeprefix("big").split("@")[0]
+        assert parsed["Subject"] == f"Hello Name{number}"
+        assert f"Dear Name{number}, our winter sale" in parsed.get_body(("plain",)).get_content()
+        assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert parsed["List-Id"] == f"<{campaign_id}.example.com>"
+        token = re.search(r"token=([\w\-.]+)>", parsed["List-Unsubscribe"]).group(1)
+        assert verify_token(token) == (campaign_id, recipient)
+        assert "mailto:unsubscribe@app.example.com" in parsed["List-Unsubscribe"]
+
+
+def test_a_template_error_stops_the_campaign_before_anything_is_queued(
+    bulk_worker: DevServer,
+) -> None:
+    with pytest.raises(CampaignError, match="template error in subject"):
+        start_campaign({"subject": "Hi {{ first_name", "text": "x"}, rows(5, "tpl"))
+    with pytest.raises(CampaignError, match="row 1: .*'coupon' is undefined"):
+        start_campaign({"subject": "Hi", "text": "{{ coupon }}"}, rows(5, "tpl"), campaign_id="c1")
+    assert campaign_status("c1") is None
+
+
+def test_a_bad_row_is_recorded_and_the_rest_are_sent(bulk_worker: DevServer) -> None:
+    recipients = rows(60, "rowy")
+    recipients[3]["email"] = "not an address"
+    del recipients[40]["first_name"]  # past the rows checked at start
+    campaign_id = start_campaign(TEMPLATE, recipients, chunk_size=25)
+    record = wait_until_done(campaign_id)
+    assert (record["sent"], record["invalid"], record["failed"]) == (58, 1, 1)
+    errors = campaign_errors(campaign_id)
+    assert errors[3].startswith("invalid address") and "first_name" in errors[40]
+    assert len(messages_of_campaign(bulk_worker, campaign_id)) == 58
+
+
+@pytest.mark.slow
+def test_pause_resume_and_cancel(bulk_worker: DevServer) -> None:
+    paused = start_campaign(TEMPLATE, rows(300, "pause"), account="paced", chunk_size=20)
+    while campaign_status(paused)["sent"] < 60:
+        time.sleep(0.05)
+    pause(paused)
+    during = settled(paused)  # batches already running finish; no new one starts
+    time.sleep(1.5)
+    assert campaign_status(paused)["sent"] == during < 300
+    resume(paused)
+    assert wait_until_done(paused)["sent"] == 300
+    per_recipient = Counter(m.rcpt_tos[0] for m in messages_of_campaign(bulk_worker, paused))
+    assert len(per_recipient) == 300 and set(per_recipient.values()) == {1}
+
+    cancelled = start_campaign(TEMPLATE, rows(300, "cancel"), account="paced", chunk_size=20)
+    while campaign_status(cancelled)["sent"] < 40:
+        time.sleep(0.05)
+    cancel(cancelled)
+    after = settled(cancelled)
+    record = wait_until_done(cancelled)
+    assert record["sent"] == after < 300 and record["cancelled"] == 300 - after
+    assert len(messages_of_campaign(bulk_worker, cancelled)) == after
+
+
+@pytest.mark.slow
+def test_a_producer_killed_half_way_resumes_without_duplicates_or_gaps(
+    bulk_worker: DevServer, tmp_path: Path
+) -> None:
+    path, text = tmp_path / "list.csv", tmp_path / "body.txt"
+    text.write_text("Dear {{ first_name }}")
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["email", "first_name"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows(1000, "kill"))
+    command = [
+        sys.executable, "-m", "worker.cli", "campaign", "start", str(path),
+        "--subject", "Hi {{ first_name }}", "--text", str(text), "--id", "killed-producer",
+        "--chunk-size", "20", "--account", "paced",
+    ]  # fmt: skip
+    producer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while (campaign_status("killed-producer") or {}).get("queued", 0) < 300:
+        time.sleep(0.01)
+    producer.send_signal(signal.SIGKILL)
+    producer.wait(10)
+    assert not campaign_status("killed-producer")["enqueued"]
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == "killed-producer"
+    record = wait_until_done("killed-producer")
+    assert record["sent"] == record["queued"] == 1000
+    per_recipient = Counter(
+        m.rcpt_tos[0] for m in messages_of_campaign(bulk_worker, "killed-producer")
+    )
+    assert len(per_recipient) == 1000 and set(per_recipient.values()) == {1}
+
+
+def test_an_unsubscribe_token_names_one_recipient_of_one_campaign(
+    environment: dict[str, str],
+) -> None:
+    token = make_token("spring", "Ann@Example.com")
+    assert verify_token(token) == ("spring", "ann@example.com")
+    body, signature = token.split(".")
+    other = make_token("spring", "bob@example.com").split(".")[0]
+    for forged in (f"{other}.{signature}", f"{body}.{signature[:-2]}xx", "garbage", ""):
+        with pytest.raises(InvalidToken):
+            verify_token(forged)
+    assert unsubscribe(token) == ("spring", "ann@example.com")
+    from tasks.ledger import suppressed
+
+    assert suppressed(("ann@example.com",)) == {"ann@example.com"}
+
+
+def test_scheduled_mail_waits_in_redis_not_in_a_worker(
+    bulk_worker: DevServer, celery_worker: Any
+) -> None:
+    from tasks import send_email
+    from tasks.deferred import due_at
+    from tests.helpers import wait_for_status
+
+    send_at = time.time() + 2
+    single = send_email.delay(to="later@example.com", subject="s", text="t", send_at=send_at)
+    campaign_id = start_campaign(TEMPLATE, rows(30, "sched"), send_at=send_at)
+    assert due_at(single.id) == pytest.approx(send_at)
+    assert due_at(f"{campaign_id}:0") == pytest.approx(send_at)
+    time.sleep(1)
+    assert wait_for_status(single.id, "queued")["state"] == "queued"
+    assert messages_of_campaign(bulk_worker, campaign_id) == []
+    assert wait_for_status(single.id, "sent", timeout=20)
+    assert wait_until_done(campaign_id, timeout=20)["sent"] == 30
+    assert min(m.received_at for m in messages_of_campaign(bulk_worker, campaign_id)) >= send_at
+
+
+def test_send_at_must_be_a_moment(environment: dict[str, str]) -> None:
+    import datetime
+
+    from tasks import InvalidEmail, send_email
+
+    for bad in (datetime.datetime(2030, 1, 1), "tomorrow", float("nan")):
+        with pytest.raises(InvalidEmail) as error:
+            send_email.delay(to="a@example.com", subject="s", text="t", send_at=bad)
+        assert error.value.field == "send_at"

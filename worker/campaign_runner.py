@@ -1,0 +1,250 @@
+"""The bulk path: one Celery task sends a batch of personalised campaign messages.
+
+    campaign state? → run lock → sent bitmap + suppression list → render each recipient →
+    send them all concurrently over the account's pool (rate limits apply per message) →
+    sent | bounced (suppressed) | retried later in a smaller batch | failed
+
+Per-task overhead is paid once per batch, not per message. A recipient the server accepted
+is marked in the campaign's sent bitmap at once, so a batch that runs again (a redelivery,
+a producer that queued it twice, a retry) sends nobody a second copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Task
+
+from settings import Settings, get_settings
+from tasks.app import BULK_QUEUE, SEND_BATCH_TASK
+from tasks.campaign import Renderer, campaign_key, load_template, render_job
+from tasks.dead import bury
+from tasks.deferred import stage_defer
+from tasks.ledger import SUPPRESSED, lock_remaining, stage_hold, stage_let_go, suppress
+from tasks.redis_client import get_redis
+from worker.classify import Decision, classify_error, classify_reply
+from worker.delivery import DeliveryReport
+from worker.errors import Backpressure, DeliveryError, RateLimited
+from worker.pause import pause_account, paused_until
+from worker.retry import next_retry_at
+from worker.runtime import get_runtime
+
+log = logging.getLogger("mailworker.campaign")
+
+Recipient = list[Any]  # [index, address, variables]
+
+
+@dataclass
+class BatchOutcome:
+    sent: int = 0
+    suppressed: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    retry: list[Recipient] = field(default_factory=list)  # spends an attempt
+    wait: list[Recipient] = field(default_factory=list)  # rate limit, pause: does not
+    wait_until: float = 0.0
+    retry_hint: float | None = None
+
+
+def run_batch(task: Task, payload: Any) -> dict[str, Any]:
+    queue = (task.request.delivery_info or {}).get("routing_key") or BULK_QUEUE
+    if not isinstance(payload, dict) or payload.get("v") != 1 or "campaign" not in payload:
+        reason = "not a campaign batch this worker can read"
+        kept = payload if isinstance(payload, dict) else None
+        bury(str(task.request.id), kept, reason=reason, queue=queue)
+        return {"state": "dead", "reason": reason}
+    return BatchRun(payload, queue, get_settings()).run()
+
+
+class BatchRun:
+    def __init__(self, batch: dict[str, Any], queue: str, settings: Settings) -> None:
+        self.batch = batch
+        self.campaign = batch["campaign"]
+        self.queue = queue
+        self.settings = settings
+        self.client = get_redis()
+        self.outcome = BatchOutcome()
+        self.account = ""
+
+    def run(self) -> dict[str, Any]:
+        batch = self.batch
+        try:
+            template, meta = load_template(self.campaign)
+        except KeyError:
+            bury(batch["id"], batch, reason="campaign not found (deleted?)", queue=self.queue)
+            return {"state": "dead"}
+        state = meta.get("state", "running")
+        recipients: list[Recipient] = batch["recipients"]
+        # Recipients of a re-queued batch were counted as deferred; they are not any more.
+        waiting = len(recipients) if batch.get("waited") else 0
+        if state == "cancelled":
+            self._count(cancelled=len(recipients), deferred=-waiting)
+            return {"state": "cancelled"}
+        if state == "paused":
+            self._requeue(recipients, time.time() + 2, spend_attempt=False, waiting=waiting)
+            return {"state": "paused"}
+
+        self.account = account = meta["account"]
+        pause = paused_until(account, client=self.client)
+        if pause is not None:  # the account's password or quota is being fixed: wait
+            self._requeue(recipients, pause[0], spend_attempt=False, waiting=waiting)
+            return {"state": "deferred", "reason": f"account {account!r} paused"}
+        lock_seconds = self.settings.smtp_timeout * 4 + 60 + len(recipients)
+        pipe = self.client.pipeline(transaction=False)
+        stage_hold(pipe, batch["id"], lock_seconds)
+        for index, _, _ in recipients:
+            pipe.getbit(campaign_key(self.campaign, "sent"), index)
+        pipe.hmget(SUPPRESSED, [address.lower() for _, address, _ in recipients])
+        held, *bits, flags = pipe.execute()
+        if not held:
+            wait = lock_remaining(batch["id"], client=self.client) + 1
+            self._requeue(recipients, time.time() + wait, spend_attempt=False, waiting=waiting)
+            return {"state": "deferred", "reason": "another copy of this batch is running"}
+
+        try:
+            pending = []
+            for recipient, bit, flag in zip(recipients, bits, flags, strict=True):
+                if bit:
+                    continue  # sent by an earlier run of this batch
+                if flag is not None:
+                    self.outcome.suppressed += 1
+                else:
+                    pending.append(recipient)
+            self._send(template, account, pending)
+        finally:
+            self._commit(waiting)
+        return {"state": "done", "sent": self.outcome.sent}
+
+    def _send(self, template: Any, account: str, pending: list[Recipient]) -> None:
+        renderer, jobs, by_job = Renderer(template), [], {}
+        for recipient in pending:
+            index, address, variables = recipient
+            try:
+                job = render_job(
+                    self.campaign,
+                    template,
+                    renderer,
+                    account,
+                    index,
+                    address,
+                    variables,
+                    self.settings,
+                )
+            except ValueError as exc:
+                self.outcome.failed[index] = f"could not render: {exc}"
+                continue
+            jobs.append(job)
+            by_job[job.id] = recipient
+        if not jobs:
+            return
+        sent_key = campaign_key(self.campaign, "sent")
+        runtime = get_runtime()
+
+        async def mark_sent(job_id: str, _: tuple[str, ...]) -> None:
+            await runtime.async_redis().setbit(sent_key, by_job[job_id][0], 1)
+
+        results = runtime.deliver_batch(jobs, mark_sent, self.settings)
+        for job, result in zip(jobs, results, strict=True):
+            self._settle(by_job[job.id], result)
+
+    def _settle(self, recipient: Recipient, result: DeliveryReport | BaseException) -> None:
+        index, address, _ = recipient
+        outcome = self.outcome
+        if isinstance(result, DeliveryReport):
+            if result.accepted:
+                outcome.sent += 1
+                return
+            refusal = next(iter(result.refused.values()))
+            verdict = classify_reply(refusal.code, refusal.message, stage="rcpt")
+            reason = f"{refusal.code} {refusal.message}"
+        elif isinstance(result, RateLimited | Backpressure):
+            outcome.wait.append(recipient)
+            wait = result.wait if isinstance(result, RateLimited) else 2.0
+            outcome.wait_until = max(outcome.wait_until, time.time() + wait)
+            return
+        elif isinstance(result, DeliveryError):
+            verdict, reason = classify_error(result), str(result)
+        else:
+            log.error("batch %s: unexpected error", self.batch["id"], exc_info=result)
+            outcome.retry.append(recipient)
+            return
+        if verdict.decision is Decision.BOUNCE:
+            suppress(address, f"hard bounce: {reason}", client=self.client)
+            outcome.failed[index] = f"bounced: {reason}"
+        elif verdict.decision is Decision.INVALID_MESSAGE:
+            outcome.failed[index] = f"refused: {reason}"
+        elif verdict.decision is Decision.ACCOUNT:
+            seconds = max(self.settings.account_pause_seconds, verdict.retry_after or 0)
+            until, _ = pause_account(self.account, seconds, reason, client=self.client)
+            outcome.wait.append(recipient)
+            outcome.wait_until = max(outcome.wait_until, until)
+        else:
+            outcome.retry.append(recipient)
+            if verdict.retry_after:
+                outcome.retry_hint = max(outcome.retry_hint or 0, verdict.retry_after)
+
+    def _commit(self, waiting: int) -> None:
+        """Counters, errors, retries and the lock: one transaction."""
+        outcome, batch = self.outcome, self.batch
+        attempt = batch.get("attempt", 1)
+        pipe = self.client.pipeline(transaction=True)
+        retry_due = None
+        if outcome.retry:
+            created = batch.get("created_at", time.time())
+            retry_due = next_retry_at(
+                attempt, created, self.settings.retry, hint=outcome.retry_hint
+            )
+            if retry_due is None:
+                for index, *_ in outcome.retry:
+                    outcome.failed[index] = f"gave up after {attempt} attempts"
+            else:
+                self._stage_requeue(pipe, outcome.retry, retry_due, attempt + 1, ".r")
+        if outcome.wait:
+            self._stage_requeue(pipe, outcome.wait, outcome.wait_until, attempt, ".w")
+        deferred = (len(outcome.retry) if retry_due else 0) + len(outcome.wait)
+        self._stage_count(
+            pipe,
+            sent=outcome.sent,
+            suppressed=outcome.suppressed,
+            failed=len(outcome.failed),
+            deferred=deferred - waiting,
+        )
+        if outcome.failed:
+            pipe.hset(campaign_key(self.campaign, "errors"), mapping=outcome.failed)
+        stage_let_go(pipe, batch["id"])
+        pipe.execute()
+
+    def _requeue(
+        self, recipients: list[Recipient], due: float, *, spend_attempt: bool, waiting: int
+    ) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        attempt = self.batch.get("attempt", 1) + (1 if spend_attempt else 0)
+        self._stage_requeue(pipe, recipients, due, attempt, ".w")
+        self._stage_count(pipe, deferred=len(recipients) - waiting)
+        pipe.execute()
+
+    def _stage_requeue(
+        self, pipe: Any, recipients: list[Recipient], due: float, attempt: int, suffix: str
+    ) -> None:
+        base = self.batch["id"].split(".")[0]
+        retry = {
+            **self.batch,
+            "id": f"{base}{suffix}{attempt}-{int(due * 1000)}",
+            "attempt": attempt,
+            "waited": True,
+            "created_at": self.batch.get("created_at", time.time()),
+            "recipients": recipients,
+        }
+        stage_defer(pipe, retry["id"], retry, due, self.queue, task=SEND_BATCH_TASK)
+
+    def _count(self, **counts: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        self._stage_count(pipe, **counts)
+        pipe.execute()
+
+    def _stage_count(self, pipe: Any, **counts: int) -> None:
+        for name, value in counts.items():
+            if value:
+                pipe.hincrby(campaign_key(self.campaign, "counts"), name, value)
