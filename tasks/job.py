@@ -44,6 +44,8 @@ class EmailJob:
     attempt: int = 1
     # Recipients that already got a 250: a retry must never send to them again.
     done: tuple[str, ...] = ()
+    # Transactional mail that must reach even a suppressed address (a password reset).
+    ignore_suppression: bool = False
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -87,6 +89,7 @@ class EmailJob:
                 created_at=float(payload.get("created_at", 0.0)),
                 attempt=int(payload.get("attempt", 1)),
                 done=tuple(payload.get("done", ())),
+                ignore_suppression=payload.get("ignore_suppression", False) is True,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UndecodableJob(f"malformed payload: {exc!r}") from None

@@ -43,6 +43,8 @@ ARGUMENTS = frozenset(
         "account",
         "idempotency_key",
         "tags",
+        "ignore_suppression",
+        "send_at",  # taken by send_email.apply_async before build_job
     }
 )
 # Headers mailworker writes itself; letting callers set them would allow spoofed envelopes,
@@ -111,6 +113,7 @@ def build_job(settings: Settings, arguments: Mapping[str, Any]) -> EmailJob:
         idempotency_key=_optional_key("idempotency_key", arguments.get("idempotency_key")),
         tags=_tags(arguments.get("tags") or {}),
         created_at=time.time(),
+        ignore_suppression=_flag("ignore_suppression", arguments.get("ignore_suppression", False)),
     )
     if not job.recipients:
         raise InvalidAddress("to", "no recipient: give at least one address in to, cc or bcc")
@@ -118,6 +121,12 @@ def build_job(settings: Settings, arguments: Mapping[str, Any]) -> EmailJob:
         raise InvalidAddress("to", f"{len(job.recipients)} recipients; at most {_MAX_RECIPIENTS}")
     _check_size(job, settings.max_message_bytes)
     return job
+
+
+def _flag(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidEmail(field, f"expected True or False, got {value!r}")
+    return value
 
 
 def parse_mailbox(field: str, value: Any) -> Mailbox:

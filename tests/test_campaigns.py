@@ -230,3 +230,24 @@ def test_send_at_must_be_a_moment(environment: dict[str, str]) -> None:
         with pytest.raises(InvalidEmail) as error:
             send_email.delay(to="a@example.com", subject="s", text="t", send_at=bad)
         assert error.value.field == "send_at"
+
+
+def test_transactional_mail_may_opt_out_of_the_suppression_list(
+    starttls_server: DevServer, celery_worker: Any
+) -> None:
+    from tasks import send_email
+    from tests.helpers import messages_of, wait_for_status
+
+    suppress("bounced-once@example.com", "hard bounce last year")
+    kept = send_email.delay(to="bounced-once@example.com", subject="news", text="x")
+    reset = send_email.delay(
+        to="bounced-once@example.com", subject="reset", text="x", ignore_suppression=True
+    )
+    assert wait_for_status(kept.id, "failed")["recipients"] == {
+        "bounced-once@example.com": "bounced suppressed"
+    }
+    wait_for_status(reset.id, "sent")
+    assert messages_of(starttls_server, kept.id) == []
+    assert len(messages_of(starttls_server, reset.id)) == 1
+    with pytest.raises(ValueError, match="True or False"):
+        send_email.delay(to="a@example.com", subject="s", text="t", ignore_suppression="yes")

@@ -125,6 +125,8 @@ class JobRun:
         held, sent, flags, pause, *_ = pipe.execute()
         self.outcome.sent.update(sent)
         blocked = {r for r, flag in zip(job.recipients, flags, strict=True) if flag is not None}
+        if job.ignore_suppression:
+            blocked = set()  # the app asked for it: e.g. a password reset to a past bounce
         return bool(held), blocked, read_pause(pause)
 
     def _attempt(self, blocked: set[str], pause: tuple[float, str] | None) -> dict[str, Any]:
