@@ -10,6 +10,7 @@ ratios to the baseline measured in the same run, because machines here are noisy
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -51,6 +52,9 @@ def main() -> None:
         "--profile", action="store_true", help="py-spy the mailworker worker during its last run"
     )
     parser.add_argument(
+        "--limiter-only", action="store_true", help="only the isolated rate-limiter scenario"
+    )
+    parser.add_argument(
         "--campaign",
         type=int,
         default=100_000,
@@ -78,6 +82,10 @@ def main() -> None:
         }
         os.environ.update(env)
         bench = Bench(env, redis.Redis.from_url(private.url), args)
+        limiter = _isolated_limiter(env)
+        if args.limiter_only:
+            print(json.dumps(limiter))
+            return
         results = bench.all()
         bulk = None
         if args.campaign:
@@ -88,7 +96,7 @@ def main() -> None:
         sink.send_signal(signal.SIGTERM)
         sink.wait(10)
         private.stop()
-    report(results, args, bulk)
+    report(results, args, bulk, limiter)
 
 
 class Bench:
@@ -272,7 +280,23 @@ def _paired(a: list[Run], b: list[Run], count: int) -> str:
     return ", ".join(f"{x.rate(count) / y.rate(count):.2f}x" for x, y in zip(a, b, strict=True))
 
 
-def report(results: dict[str, list[Run]], args: argparse.Namespace, bulk: Any = None) -> None:
+def _isolated_limiter(env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.limiter"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def report(
+    results: dict[str, list[Run]],
+    args: argparse.Namespace,
+    bulk: Any = None,
+    limiter: dict[str, Any] | None = None,
+) -> None:
     count = args.messages
     median = {
         name: statistics.median(r.rate(count) for r in runs) for name, runs in results.items()
@@ -305,6 +329,13 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace, bulk: Any = 
         f"{median['limited'] / median['mailworker']:.2f}x mailworker without "
         f"(paired runs: {_paired(results['limited'], results['mailworker'], count)}).",
     ]
+    if limiter is not None:
+        lines.append(
+            f"On the delivery path alone (`bench/limiter.py`, no Celery, 9 alternating rounds "
+            f"of 1000): {limiter['with']:.0f}/s with limits vs {limiter['without']:.0f}/s "
+            f"without, {limiter['ratio']:.2f}x "
+            f"({', '.join(f'{r:.2f}x' for r in limiter['ratios'])})."
+        )
     if bulk is not None:
         lines += [
             "",

@@ -313,6 +313,7 @@ def _batch(
         "id": f"{campaign_id}:{number}",
         "campaign": campaign_id,
         "attempt": 1,
+        "created_at": time.time(),  # retries give up after RETRY_MAX_AGE from here
         "recipients": recipients,
     }
     return batch, invalid

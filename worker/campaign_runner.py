@@ -24,7 +24,7 @@ from tasks.campaign import Renderer, campaign_key, load_template, render_job
 from tasks.dead import bury
 from tasks.deferred import stage_defer
 from tasks.ledger import SUPPRESSED, lock_remaining, stage_hold, stage_let_go, suppress
-from tasks.redis_client import get_redis
+from tasks.redis_client import get_redis, lua
 from worker.classify import Decision, classify_error, classify_reply
 from worker.delivery import DeliveryReport
 from worker.errors import Backpressure, DeliveryError, RateLimited
@@ -37,9 +37,16 @@ log = logging.getLogger("mailworker.campaign")
 Recipient = list[Any]  # [index, address, variables]
 
 
+_MARK_SENT = """
+if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 0 then
+  redis.call('HINCRBY', KEYS[2], 'sent', 1)
+end
+return 0
+"""
+
+
 @dataclass
 class BatchOutcome:
-    sent: int = 0
     suppressed: int = 0
     failed: dict[int, str] = field(default_factory=dict)
     retry: list[Recipient] = field(default_factory=list)  # spends an attempt
@@ -75,22 +82,46 @@ class BatchRun:
         except KeyError:
             bury(batch["id"], batch, reason="campaign not found (deleted?)", queue=self.queue)
             return {"state": "dead"}
-        state = meta.get("state", "running")
         recipients: list[Recipient] = batch["recipients"]
         # Recipients of a re-queued batch were counted as deferred; they are not any more.
         waiting = len(recipients) if batch.get("waited") else 0
+        self.account = meta["account"]
+        stopped = self._stopped(meta.get("state", "running"), recipients, waiting)
+        if stopped is not None:
+            return stopped
+        pending = self._pending(recipients, waiting)
+        if pending is None:
+            return {"state": "deferred", "reason": "another copy of this batch is running"}
+        try:
+            self._send(template, self.account, pending)
+        except Exception:  # noqa: BLE001 - never lose a batch: retry whoever is not marked sent
+            log.exception("batch %s failed; retrying its unsent recipients", batch["id"])
+            self.outcome.failed.clear()
+            self.outcome.wait.clear()
+            self.outcome.retry = pending
+        finally:
+            self._commit(waiting)
+        return {"state": "done", "failed": len(self.outcome.failed)}
+
+    def _stopped(
+        self, state: str, recipients: list[Recipient], waiting: int
+    ) -> dict[str, Any] | None:
+        """Cancelled, paused campaign or paused account: nothing is sent now."""
         if state == "cancelled":
             self._count(cancelled=len(recipients), deferred=-waiting)
             return {"state": "cancelled"}
         if state == "paused":
             self._requeue(recipients, time.time() + 2, spend_attempt=False, waiting=waiting)
             return {"state": "paused"}
-
-        self.account = account = meta["account"]
-        pause = paused_until(account, client=self.client)
+        pause = paused_until(self.account, client=self.client)
         if pause is not None:  # the account's password or quota is being fixed: wait
             self._requeue(recipients, pause[0], spend_attempt=False, waiting=waiting)
-            return {"state": "deferred", "reason": f"account {account!r} paused"}
+            return {"state": "deferred", "reason": f"account {self.account!r} paused"}
+        return None
+
+    def _pending(self, recipients: list[Recipient], waiting: int) -> list[Recipient] | None:
+        """Take the batch's run lock; who is neither sent already nor suppressed (one trip)."""
+        batch = self.batch
         lock_seconds = self.settings.smtp_timeout * 4 + 60 + len(recipients)
         pipe = self.client.pipeline(transaction=False)
         stage_hold(pipe, batch["id"], lock_seconds)
@@ -101,21 +132,16 @@ class BatchRun:
         if not held:
             wait = lock_remaining(batch["id"], client=self.client) + 1
             self._requeue(recipients, time.time() + wait, spend_attempt=False, waiting=waiting)
-            return {"state": "deferred", "reason": "another copy of this batch is running"}
-
-        try:
-            pending = []
-            for recipient, bit, flag in zip(recipients, bits, flags, strict=True):
-                if bit:
-                    continue  # sent by an earlier run of this batch
-                if flag is not None:
-                    self.outcome.suppressed += 1
-                else:
-                    pending.append(recipient)
-            self._send(template, account, pending)
-        finally:
-            self._commit(waiting)
-        return {"state": "done", "sent": self.outcome.sent}
+            return None
+        pending = []
+        for recipient, bit, flag in zip(recipients, bits, flags, strict=True):
+            if bit:
+                continue  # sent (and counted) by an earlier run of this batch
+            if flag is not None:
+                self.outcome.suppressed += 1
+            else:
+                pending.append(recipient)
+        return pending
 
     def _send(self, template: Any, account: str, pending: list[Recipient]) -> None:
         renderer, jobs, by_job = Renderer(template), [], {}
@@ -139,11 +165,12 @@ class BatchRun:
             by_job[job.id] = recipient
         if not jobs:
             return
-        sent_key = campaign_key(self.campaign, "sent")
+        keys = [campaign_key(self.campaign, "sent"), campaign_key(self.campaign, "counts")]
         runtime = get_runtime()
 
         async def mark_sent(job_id: str, _: tuple[str, ...]) -> None:
-            await runtime.async_redis().setbit(sent_key, by_job[job_id][0], 1)
+            # The bit and the count move together, once, even if this batch runs again.
+            await lua(runtime.async_redis(), _MARK_SENT)(keys=keys, args=[by_job[job_id][0]])
 
         results = runtime.deliver_batch(jobs, mark_sent, self.settings)
         for job, result in zip(jobs, results, strict=True):
@@ -154,8 +181,7 @@ class BatchRun:
         outcome = self.outcome
         if isinstance(result, DeliveryReport):
             if result.accepted:
-                outcome.sent += 1
-                return
+                return  # marked and counted the moment the server said 250
             refusal = next(iter(result.refused.values()))
             verdict = classify_reply(refusal.code, refusal.message, stage="rcpt")
             reason = f"{refusal.code} {refusal.message}"
@@ -206,7 +232,6 @@ class BatchRun:
         deferred = (len(outcome.retry) if retry_due else 0) + len(outcome.wait)
         self._stage_count(
             pipe,
-            sent=outcome.sent,
             suppressed=outcome.suppressed,
             failed=len(outcome.failed),
             deferred=deferred - waiting,

@@ -51,19 +51,34 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def start_private_redis() -> PrivateRedis:
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only private Redis (tests of ``rediss://``)."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+def start_private_redis(tls: TlsFiles | None = None) -> PrivateRedis:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RedisUnavailable(INSTALL_HINT)
     port = free_port()
     directory = tempfile.TemporaryDirectory(prefix="mailworker-redis-")
+    listen = ["--port", str(port)]
+    url = f"redis://127.0.0.1:{port}/0"
+    if tls is not None:
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
+        listen += ["--tls-cert-file", tls.cert, "--tls-key-file", tls.key]
+        listen += ["--tls-ca-cert-file", tls.ca]
+        url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={tls.ca}"
     process = subprocess.Popen(
         [
             binary,
             "--bind",
             "127.0.0.1",
-            "--port",
-            str(port),
+            *listen,
             "--save",
             "",
             "--appendonly",
@@ -78,7 +93,6 @@ def start_private_redis() -> PrivateRedis:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while not answers(url, 0.2):
         if process.poll() is not None or time.monotonic() > deadline:

@@ -12,6 +12,9 @@ even stream better than N at once. Quotas (hours, days) are used as fast as rate
 
 One Lua script checks every window of a send (account and recipient domains) and takes a
 permit from all of them or from none; time comes from the Redis server, not worker clocks.
+A running sum per window keeps each check to a few hash reads. With limits far above the
+send rate (at least LEASE_MIN sends per LEASE_SECONDS in every window) a process takes up
+to LEASE_MAX permits per round trip and uses them within LEASE_SECONDS, or loses them.
 
 Adaptive slow-down: a throttling reply halves the account's adaptive windows (per second and
 per minute, see :attr:`settings.limits.Rate.adaptive`), at most once per half cool-down,
@@ -27,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -39,6 +42,10 @@ from worker.errors import RateLimited
 
 BUCKETS = 50
 MIN_FACTOR = 1 / 16
+# With limits far above the send rate, a process takes a few permits per Redis round trip
+# and must use them within LEASE_SECONDS (unused ones lapse: never over a limit).
+LEASE_SECONDS = 0.1
+LEASE_MIN, LEASE_MAX = 4, 32
 
 _NOW = """
 local t = redis.call('TIME')
@@ -52,69 +59,81 @@ local function factor_at(now, cooldown)
   return math.min(1, tonumber(slow[1]) * 2 ^ steps)
 end
 """
-# KEYS: slow, then one hash per window. ARGV: cooldown ms, buckets, then per window:
-# limit, span ms, paced (1/0), adaptive (1/0). Returns {1} or {0, wait ms, blocking window}.
+# KEYS: slow, then one hash per window. ARGV: cooldown ms, buckets, permits wanted, then per
+# window: limit, span ms, paced (1/0), adaptive (1/0).
+# Returns {1, permits granted (1..wanted)} or {0, wait ms, index of the blocking window}.
 _ACQUIRE = (
     _NOW
     + _FACTOR
     + """
-local cooldown, nb = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cooldown, nb, grant = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local factor = factor_at(now, cooldown)
 local worst_wait, worst, updates = 0, 0, {}
 for i = 2, #KEYS do
-  local at = 3 + (i - 2) * 4
+  local key, at = KEYS[i], 4 + (i - 2) * 4
   local limit, span = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local paced, adaptive = ARGV[at + 2] == '1', ARGV[at + 3] == '1'
   if adaptive then limit = math.max(1, math.floor(limit * factor)) end
   local width = span / nb
-  local oldest = math.floor((now - span) / width)
-  local raw = redis.call('HGETALL', KEYS[i])
-  local live, counts, total, tat = {}, {}, 0, now
-  for j = 1, #raw, 2 do
-    local b, n = tonumber(raw[j]), tonumber(raw[j + 1])
-    if raw[j] == 'tat' then
-      tat = math.max(n, now)
-    elseif b < oldest then
-      redis.call('HDEL', KEYS[i], raw[j])
-    elseif n > 0 then
-      total = total + n
-      counts[b] = n
-      table.insert(live, b)
+  local current, oldest = math.floor(now / width), math.floor((now - span) / width)
+  -- 'sum' counts the live buckets from 'first' on: each call drops only what just expired.
+  local meta = redis.call('HMGET', key, 'sum', 'first', 'tat')
+  local sum, first, tat = tonumber(meta[1]) or 0, tonumber(meta[2]) or current, now
+  if meta[3] then tat = math.max(tonumber(meta[3]), now) end
+  if first < oldest then
+    if oldest - first > nb then
+      redis.call('DEL', key)
+      sum = 0
+    else
+      for b = first, oldest - 1 do
+        local n = tonumber(redis.call('HGET', key, b) or '0')
+        if n > 0 then
+          sum = sum - n
+          redis.call('HDEL', key, b)
+        end
+      end
     end
+    first = oldest
   end
-  if total >= limit then
-    table.sort(live)
-    local excess, wait = total + 1 - limit, span
-    for _, b in ipairs(live) do
-      excess = excess - counts[b]
-      if excess <= 0 then
+  if sum >= limit then
+    local freed, wait = 0, span
+    for b = first, current do
+      freed = freed + tonumber(redis.call('HGET', key, b) or '0')
+      if sum - freed < limit then
         wait = (b + 1) * width + span - now
         break
       end
     end
     if wait > worst_wait then worst_wait, worst = wait, i - 1 end
+  else
+    grant = math.min(grant, limit - sum)
   end
-  local next_tat = false
+  local interval = false
   if paced then
     -- GCRA: one send per interval, up to `burst` back to back.
-    local interval = span / limit
+    interval = span / limit
     local tolerance = (math.max(1, math.ceil(limit / 10)) - 1) * interval
     if tat - now > tolerance then
       local wait = tat - tolerance - now
       if wait > worst_wait then worst_wait, worst = wait, i - 1 end
+    else
+      grant = math.min(grant, math.floor((tolerance - (tat - now)) / interval) + 1)
     end
-    next_tat = tat + interval
   end
-  updates[i - 1] = {math.floor(now / width), span + width, next_tat}
+  updates[i - 1] = {current, span + width, interval, tat, sum, first}
 end
 if worst > 0 then return {0, math.ceil(worst_wait), worst} end
 for i = 2, #KEYS do
   local u = updates[i - 1]
-  redis.call('HINCRBY', KEYS[i], u[1], 1)
-  if u[3] then redis.call('HSET', KEYS[i], 'tat', u[3]) end
+  redis.call('HINCRBY', KEYS[i], u[1], grant)
+  if u[3] then
+    redis.call('HSET', KEYS[i], 'sum', u[5] + grant, 'first', u[6], 'tat', u[4] + grant * u[3])
+  else
+    redis.call('HSET', KEYS[i], 'sum', u[5] + grant, 'first', u[6])
+  end
   redis.call('PEXPIRE', KEYS[i], math.ceil(u[2]))
 end
-return {1}
+return {1, grant}
 """
 )
 # KEYS: slow. ARGV: cooldown ms, minimum factor. Returns the new factor in thousandths.
@@ -144,7 +163,8 @@ for i = 2, #KEYS do
   local oldest = math.floor((now - span) / (span / tonumber(ARGV[2])))
   local raw, total = redis.call('HGETALL', KEYS[i]), 0
   for j = 1, #raw, 2 do
-    if raw[j] ~= 'tat' and tonumber(raw[j]) >= oldest then total = total + tonumber(raw[j + 1]) end
+    local b = tonumber(raw[j])
+    if b and b >= oldest then total = total + tonumber(raw[j + 1]) end
   end
   table.insert(out, total)
 end
@@ -172,6 +192,7 @@ class RateAnswer:
     granted: bool
     wait: float = 0.0  # seconds until a permit may be free, when refused
     blocked_by: str = ""  # e.g. "50/d" or "gmail.com 20/s"
+    count: int = 0  # permits granted (more than one only when asked for a lease)
 
 
 def windows_for(account: SmtpAccount, domains: Iterable[str]) -> tuple[Window, ...]:
@@ -206,15 +227,26 @@ class RateLimiter:
     def active(self) -> bool:
         return bool(self.windows)
 
-    def acquire(self, client: redis.Redis | None = None) -> RateAnswer:
+    @property
+    def key(self) -> tuple[str, ...]:
+        return tuple(w.key for w in self.windows)
+
+    @property
+    def lease_size(self) -> int:
+        """Permits worth taking at once: what every window grants in LEASE_SECONDS, if
+        that is at least LEASE_MIN (limits far above one send at a time), else one."""
+        size = min(w.rate.limit * LEASE_SECONDS // w.rate.seconds for w in self.windows)
+        return min(int(size), LEASE_MAX) if size >= LEASE_MIN else 1
+
+    def acquire(self, client: redis.Redis | None = None, want: int = 1) -> RateAnswer:
         client = client or get_redis()
-        return self._answer(lua(client, _ACQUIRE)(**self._call()))
+        return self._answer(lua(client, _ACQUIRE)(**self._call(want)))
 
-    async def acquire_async(self, client: redis.asyncio.Redis) -> RateAnswer:
-        return self._answer(await lua(client, _ACQUIRE)(**self._call()))
+    async def acquire_async(self, client: redis.asyncio.Redis, want: int = 1) -> RateAnswer:
+        return self._answer(await lua(client, _ACQUIRE)(**self._call(want)))
 
-    def _call(self) -> dict[str, list[Any]]:
-        args: list[Any] = [self._cooldown_ms, BUCKETS]
+    def _call(self, want: int) -> dict[str, list[Any]]:
+        args: list[Any] = [self._cooldown_ms, BUCKETS, want]
         for window in self.windows:
             args += [
                 window.rate.limit,
@@ -226,7 +258,7 @@ class RateLimiter:
 
     def _answer(self, reply: Sequence[Any]) -> RateAnswer:
         if int(reply[0]) == 1:
-            return RateAnswer(True)
+            return RateAnswer(True, count=int(reply[1]))
         return RateAnswer(False, int(reply[1]) / 1000, self.windows[int(reply[2]) - 1].label)
 
 
@@ -279,10 +311,41 @@ async def wait_for_permit(
     rather than hold a worker. A little jitter keeps waiting workers from all asking again
     in the same millisecond.
     """
+    want = limiter.lease_size
+    if want == 1:  # limits near the send rate: every send asks Redis
+        await _acquire(limiter, client, 1, max_sleep)
+        return
+    loop = asyncio.get_running_loop()
+    lease = _leases.setdefault(limiter.key, _Lease())
+    async with lease.lock:  # one refill at a time; the others then take from it
+        if lease.count > 0 and lease.expires > loop.time():
+            lease.count -= 1
+            return
+        granted = await _acquire(limiter, client, want, max_sleep)
+        lease.count, lease.expires = granted - 1, loop.time() + LEASE_SECONDS
+
+
+async def _acquire(
+    limiter: RateLimiter, client: redis.asyncio.Redis, want: int, max_sleep: float
+) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_sleep
-    while not (answer := await limiter.acquire_async(client)).granted:
+    while not (answer := await limiter.acquire_async(client, want)).granted:
         pause = answer.wait * random.uniform(1.0, 1.1)
         if loop.time() + pause > deadline:
             raise RateLimited(limiter.account, answer.blocked_by, answer.wait)
         await asyncio.sleep(pause)
+    return answer.count
+
+
+@dataclass
+class _Lease:
+    """Permits this process took ahead from Redis, to use within LEASE_SECONDS or lose."""
+
+    count: int = 0
+    expires: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+# Per process, used only on its event loop thread (the worker's one loop).
+_leases: dict[tuple[str, ...], _Lease] = {}

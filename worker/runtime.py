@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Iterable
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import redis.asyncio
@@ -94,8 +94,8 @@ class Runtime:
         if pool is None:
             pool = self._pools[account] = self._new_pool(account, settings)
         pace = None
-        domains = {r.rpartition("@")[2] for r in job.recipients if r not in job.done}
-        limiter = RateLimiter(account, domains, settings.limiter.throttle_cooldown)
+        domains = frozenset(r.rpartition("@")[2] for r in job.recipients if r not in job.done)
+        limiter = _limiter(account, domains, settings.limiter.throttle_cooldown)
         if limiter.active:
             pace = partial(wait_for_permit, limiter, self.async_redis(), settings.limiter.max_sleep)
         return await deliver(
@@ -146,6 +146,11 @@ class Runtime:
         if key not in self._tls:
             self._tls[key] = client_tls_context(settings.smtp_ca_file)
         return self._tls[key]
+
+
+@lru_cache(maxsize=1024)
+def _limiter(account: SmtpAccount, domains: frozenset[str], cooldown: float) -> RateLimiter:
+    return RateLimiter(account, domains, cooldown)
 
 
 async def _gather(sends: Iterable[Awaitable[DeliveryReport]]) -> list[Any]:
