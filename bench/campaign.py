@@ -78,6 +78,7 @@ def run(env: dict[str, str], client: redis.Redis, count: int, concurrency: int) 
         celery_worker_argv("email", concurrency=concurrency, loglevel="ERROR"), env=full_env
     )
     try:
+        _latencies(client, 3)  # warm-up: the worker is up, its session open
         idle = _latencies(client, 30)
         offset = int(client.get(COUNTER) or 0)
         bulk = subprocess.Popen(
