@@ -28,6 +28,7 @@ class _Environment(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     REDIS_URL: str = DEFAULT_REDIS_URL
+    REDIS_SSL_CERT_REQS: Literal["required", "none"] = "required"
     SMTP_CA_FILE: Path | None = None
     SMTP_TIMEOUT: float = Field(default=30.0, gt=0)
     DEFAULT_FROM_EMAIL: str | None = None
@@ -155,7 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("REDIS_URL", "use redis://, rediss://, unix:// or sentinel://")
 
     return Settings(
-        redis_url=scalars.REDIS_URL,
+        redis_url=_redis_url(scalars.REDIS_URL, scalars.REDIS_SSL_CERT_REQS),
         accounts=_accounts(env),
         smtp_ca_file=scalars.SMTP_CA_FILE,
         smtp_timeout=scalars.SMTP_TIMEOUT,
@@ -208,6 +209,17 @@ def _accounts(env: Mapping[str, str]) -> dict[str, SmtpAccount]:
 
 def _account_variable(name: str) -> str:
     return "SMTP_URL" if name == "default" else f"SMTP_URL_{name.upper()}"
+
+
+def _redis_url(url: str, cert_reqs: str) -> str:
+    """``rediss://`` without ``ssl_cert_reqs`` gets REDIS_SSL_CERT_REQS (``required``).
+
+    Heroku Redis presents a self-signed certificate: set REDIS_SSL_CERT_REQS=none there
+    (the connection is still encrypted, not authenticated by certificate).
+    """
+    if not url.startswith("rediss://") or "ssl_cert_reqs=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}ssl_cert_reqs={cert_reqs}"
 
 
 def _https_url(value: str | None) -> str | None:

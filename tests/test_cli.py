@@ -106,3 +106,17 @@ def test_suppress_add_check_export_import_remove(
     removed = mailworker("suppress", "remove", "zed@example.com", "yan@example.com", env={})
     assert "removed 2" in removed.stdout
     assert mailworker("suppress", "check", "zed@example.com", env={}).returncode == 0
+
+
+def test_doctor_runs_every_check_and_says_what_to_do(environment: dict[str, str]) -> None:
+    run = mailworker("doctor", "--offline", env={})
+    assert run.returncode == 1  # the test environment has broken accounts on purpose
+    assert "redis" in run.stdout and "Redis 7" in run.stdout
+    assert "account default" in run.stdout and "account badpass" in run.stdout
+    assert "SMTP_URL_BADPASS" in run.stdout  # the advice names the variable to fix
+    assert "skipped (--offline)" in run.stdout
+    report = json.loads(mailworker("doctor", "--offline", "--json", env={}).stdout)
+    by_check = {finding["check"]: finding for finding in report}
+    assert by_check["redis"]["ok"] is True and by_check["account default"]["ok"] is True
+    assert by_check["account badpass"]["ok"] is False
+    assert PASSWORD not in run.stdout + run.stderr

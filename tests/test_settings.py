@@ -71,3 +71,15 @@ def test_unknown_account_names_the_variable_to_set() -> None:
 def test_rediss_url_with_cert_reqs_is_accepted() -> None:
     url = "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=none"
     assert load_settings({"REDIS_URL": url}).redis_url == url
+
+
+def test_rediss_urls_verify_certificates_unless_told_otherwise() -> None:
+    verified = load_settings({"REDIS_URL": "rediss://:pw@redis.example:6380/0"})
+    assert verified.redis_url.endswith("?ssl_cert_reqs=required")
+    heroku = load_settings(
+        {"REDIS_URL": "rediss://:pw@ec2.example:6380", "REDIS_SSL_CERT_REQS": "none"}
+    )
+    assert heroku.redis_url == "rediss://:pw@ec2.example:6380?ssl_cert_reqs=none"
+    given = "rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
+    assert load_settings({"REDIS_URL": given}).redis_url == given
+    assert load_settings({"REDIS_URL": "redis://h:6379/0"}).redis_url == "redis://h:6379/0"

@@ -130,6 +130,29 @@ def check(accounts: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option("--offline", is_flag=True, help="Skip the DNS lookups.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def doctor(offline: bool, as_json: bool) -> None:
+    """Run every check: Redis, each SMTP account (TLS, AUTH), campaign settings, and the
+    SPF / DMARC records of the From domain. Exits 1 if anything is broken."""
+    from dataclasses import asdict
+
+    from worker.doctor import run_doctor
+
+    findings = run_doctor(_settings(), online=not offline)
+    if as_json:
+        click.echo(json.dumps([asdict(f) for f in findings], indent=2))
+    else:
+        marks = {True: "[green]ok[/]", False: "[red]FAILED[/]", None: "[yellow]note[/]"}
+        for finding in findings:
+            console.print(f"{marks[finding.ok]:>18}  [bold]{finding.check}[/]: ", end="")
+            console.print(finding.detail, highlight=False)
+            if finding.advice and finding.ok is not True:
+                console.print(f"{'':>8}  what to do: {finding.advice}", highlight=False)
+    sys.exit(EXIT_FAILED if any(f.ok is False for f in findings) else 0)
+
+
+@main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def status(job_id: str, as_json: bool) -> None:

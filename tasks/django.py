@@ -1,0 +1,89 @@
+"""A Django email backend: ``send_mail()`` and ``EmailMessage.send()`` go through the queue.
+
+    # settings.py
+    EMAIL_BACKEND = "tasks.django.EmailBackend"
+    MAILWORKER_ACCOUNT = "default"  # optional: the SMTP account (SMTP_URL_<NAME>)
+
+Each message becomes one ``send_email.delay()`` job: text body, an HTML alternative,
+attachments, Cc, Bcc, Reply-To and extra headers included. Validation errors and an
+unreachable Redis raise at ``send()`` (unless ``fail_silently``), before anything is queued.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+from collections.abc import Sequence
+from email.mime.base import MIMEBase
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+
+from tasks.errors import InvalidEmail, QueueUnavailable
+from tasks.send import send_email
+from tasks.validation import RESERVED_HEADERS
+
+
+class EmailBackend(BaseEmailBackend):
+    def __init__(self, fail_silently: bool = False, account: str | None = None, **kwargs: Any):
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        self.account = account or getattr(settings, "MAILWORKER_ACCOUNT", "default")
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        """Queue each message; return how many were queued."""
+        queued = 0
+        for message in email_messages:
+            try:
+                send_email.delay(**self.arguments(message))
+            except (InvalidEmail, QueueUnavailable):
+                if not self.fail_silently:
+                    raise
+            else:
+                queued += 1
+        return queued
+
+    def arguments(self, message: EmailMessage) -> dict[str, Any]:
+        """The ``send_email`` keywords for one Django message."""
+        text, html = message.body, None
+        if message.content_subtype == "html":
+            text, html = None, message.body
+        for content, mimetype in getattr(message, "alternatives", ()):
+            if mimetype == "text/html":
+                html = content
+        headers = {
+            name: str(value)
+            for name, value in message.extra_headers.items()
+            if name.lower() not in RESERVED_HEADERS
+        }
+        return {
+            "to": list(message.to),
+            "cc": list(message.cc),
+            "bcc": list(message.bcc),
+            "reply_to": list(message.reply_to),
+            "from_email": message.from_email,
+            "subject": message.subject,
+            "text": text or None,
+            "html": html,
+            "headers": headers,
+            "attachments": [_attachment(a) for a in message.attachments],
+            "account": self.account,
+        }
+
+
+def _attachment(attachment: Any) -> dict[str, str]:
+    if isinstance(attachment, MIMEBase):
+        filename = attachment.get_filename() or "attachment"
+        content = attachment.get_payload(decode=True) or b""
+        mimetype = attachment.get_content_type()
+    else:  # (filename, content, mimetype), a tuple or Django's EmailAttachment
+        filename, content, mimetype = attachment
+        mimetype = mimetype or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    if isinstance(content, str):
+        content = content.encode()
+    return {
+        "filename": filename,
+        "content_b64": base64.b64encode(content).decode(),
+        "mimetype": mimetype,
+    }

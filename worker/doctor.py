@@ -1,0 +1,122 @@
+"""``mailworker doctor``: every check worth running before blaming the code, in one place.
+
+Redis (reachable, version, round-trip time), each SMTP account (TLS, certificate, AUTH, via
+:mod:`worker.check`), what campaigns need (unsubscribe settings), and, when online, the DNS
+records receivers look at for the From domain: SPF and DMARC (DKIM needs the selector your
+provider signs with, so it is named, not guessed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import dns.exception
+import dns.resolver
+import redis
+
+from settings import Settings
+from tasks.redis_client import get_redis
+from worker.check import check_account
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    ok: bool | None  # None: a warning or a check that was skipped
+    detail: str
+    advice: str = ""
+
+
+def run_doctor(settings: Settings, *, online: bool = True) -> list[Finding]:
+    findings = [_redis()]
+    if not settings.accounts:
+        findings.append(
+            Finding("accounts", False, "no SMTP account", "set SMTP_URL (see the README)")
+        )
+    for account in settings.accounts.values():
+        report = asyncio.run(check_account(account, settings))
+        detail = (
+            f"{account.address}: {report.tls_version}, AUTH as {report.authenticated_as}"
+            if report.ok
+            else f"{account.address}: {report.error}"
+        )
+        findings.append(Finding(f"account {account.name}", report.ok, detail, report.advice or ""))
+    findings.append(_campaigns(settings))
+    domain = _from_domain(settings)
+    if not online:
+        findings.append(Finding("dns", None, "skipped (--offline)"))
+    elif domain is None:
+        findings.append(Finding("dns", None, "no DEFAULT_FROM_EMAIL: no domain to look up"))
+    else:
+        findings += _dns(domain)
+    return findings
+
+
+def _redis() -> Finding:
+    try:
+        client = get_redis()
+        started = time.perf_counter()
+        client.ping()
+        rtt = (time.perf_counter() - started) * 1000
+        version = client.info("server").get("redis_version", "?")
+    except (redis.RedisError, OSError) as exc:
+        return Finding("redis", False, str(exc), "start Redis or point REDIS_URL at it")
+    return Finding("redis", True, f"Redis {version}, round trip {rtt:.1f} ms")
+
+
+def _campaigns(settings: Settings) -> Finding:
+    unsubscribe = settings.unsubscribe
+    if unsubscribe.secret is None or unsubscribe.url is None:
+        return Finding(
+            "campaigns",
+            None,
+            "UNSUBSCRIBE_SECRET or UNSUBSCRIBE_URL not set: campaigns cannot start",
+            "set both to send bulk campaigns (transactional mail does not need them)",
+        )
+    return Finding("campaigns", True, f"one-click unsubscribe via {unsubscribe.url}")
+
+
+def _from_domain(settings: Settings) -> str | None:
+    sender = settings.default_from_email
+    if not sender:
+        return None
+    return sender.rstrip(">").rpartition("@")[2].lower() or None
+
+
+def _dns(domain: str) -> list[Finding]:
+    spf = _txt(domain, "v=spf1")
+    dmarc = _txt(f"_dmarc.{domain}", "v=dmarc1")
+    return [
+        _record("spf", domain, spf, "publish a TXT record 'v=spf1 include:<provider> -all'"),
+        _record("dmarc", f"_dmarc.{domain}", dmarc, "publish a TXT record 'v=DMARC1; p=none; ...'"),
+        Finding(
+            "dkim",
+            None,
+            f"check <selector>._domainkey.{domain} for your provider's selector",
+            "Gmail and Yahoo require DKIM for bulk senders",
+        ),
+    ]
+
+
+def _txt(name: str, prefix: str) -> str | Exception | None:
+    try:
+        answers = dns.resolver.resolve(name, "TXT", lifetime=5)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return None
+    except dns.exception.DNSException as exc:
+        return exc
+    for answer in answers:
+        text = b"".join(answer.strings).decode(errors="replace")
+        if text.lower().startswith(prefix):
+            return text
+    return None
+
+
+def _record(check: str, name: str, found: str | Exception | None, advice: str) -> Finding:
+    if isinstance(found, Exception):
+        return Finding(check, None, f"{name}: DNS lookup failed ({type(found).__name__})")
+    if found is None:
+        return Finding(check, False, f"no {check.upper()} record at {name}", advice)
+    return Finding(check, True, found)
