@@ -120,3 +120,22 @@ def test_doctor_runs_every_check_and_says_what_to_do(environment: dict[str, str]
     assert by_check["redis"]["ok"] is True and by_check["account default"]["ok"] is True
     assert by_check["account badpass"]["ok"] is False
     assert PASSWORD not in run.stdout + run.stderr
+
+
+def test_stats_counts_outcomes_across_workers(
+    environment: dict[str, str], celery_worker: object
+) -> None:
+    from tasks import send_email
+
+    before = json.loads(mailworker("stats", "--json", env={}).stdout)["accounts"]["implicit"]
+    job_ids = [
+        send_email.delay(to=f"stat{i}@example.com", subject="s", text="t", account="implicit").id
+        for i in range(3)
+    ]
+    for job_id in job_ids:
+        wait_for_status(job_id, "sent")
+    report = json.loads(mailworker("stats", "--json", env={}).stdout)
+    assert report["accounts"]["implicit"]["sent"] == before["sent"] + 3
+    assert set(report) == {"accounts", "queued", "deferred", "dead"}
+    table = mailworker("stats", env={})
+    assert table.returncode == 0 and "implicit" in table.stdout and "suppressed" in table.stdout

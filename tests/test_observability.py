@@ -4,7 +4,10 @@ HTTP endpoint used as the DSN, the worker serves Prometheus metrics and writes J
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -15,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tasks import send_email
+from tasks import send_email, status
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, wait_for_status, worker_process
 from tests.sentry_sink import SentrySink
@@ -59,6 +62,8 @@ def _misbehave() -> Any:
         address = str(argument)
         if "nobody" in address:
             return Reply(f"550 5.1.1 <{address}>: Recipient address rejected: User unknown")
+        if "always-busy" in address:
+            return Reply("451 4.3.0 Mailbox temporarily unavailable")
         with lock:
             if "flaky" in address and address not in refused_once:
                 refused_once.add(address)
@@ -82,12 +87,14 @@ def observed(
         "many": server.url(),
         "flaky": server.url(),
         "counted": server.url(),
+        "stuck": server.url(),
         "refused": server.url(USER, BAD_PASSWORD),
     }
     env = {
         "SENTRY_DSN": sink.dsn,
         "METRICS_PORT": str(port),
         "LOG_FORMAT": "json",
+        "SENTRY_FAILING_AFTER_SECONDS": "1.5",
         **{f"SMTP_URL_{name.upper()}": url for name, url in accounts.items()},
     }
     with server, ExitStack() as stack, log_file.open("wb") as log:
@@ -165,3 +172,39 @@ def test_metrics_and_logs_report_what_was_sent(observed: Observed) -> None:
     assert all(a["account"] == "counted" and a["smtp_code"] == 250 for a in attempts)
     for secret in ("reader0@example.com", "nobody-ferdinand", SUBJECT, PASSWORD, BAD_PASSWORD):
         assert secret not in text, secret
+
+
+def test_an_account_failing_past_the_threshold_sends_one_event(observed: Observed) -> None:
+    job_id = _send("stuck", "always-busy@example.com")
+    deadline = time.monotonic() + 30
+    failing: list[dict[str, Any]] = []
+    while not failing and time.monotonic() < deadline:
+        failing = [e for e in observed.events("stuck") if e["tags"]["failure"] == "failing"]
+        time.sleep(0.2)
+    time.sleep(3)  # more transient failures follow: no second event
+    failing = [e for e in observed.events("stuck") if e["tags"]["failure"] == "failing"]
+    assert len(failing) == 1
+    assert failing[0]["fingerprint"] == ["mailworker", "stuck", "failing", "451"]
+    assert failing[0]["level"] == "warning"
+    assert "always-busy" not in json.dumps(failing[0])
+    assert status(job_id)["state"] in ("deferred", "failed")
+
+
+def test_a_producer_with_a_dsn_reports_through_the_same_scrubber(observed: Observed) -> None:
+    script = (
+        "import sentry_sdk; from tasks import send_email\n"
+        "send_email.delay(to='ann@example.com', subject='s', text='t', account='counted')\n"
+        "assert sentry_sdk.get_client().is_active()\n"
+        "sentry_sdk.capture_message('producer saw Producer-Leak-3307@example.com')\n"
+        "sentry_sdk.flush(5)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "SENTRY_DSN": observed.sink.dsn},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    raw = observed.sink.all_bytes()
+    assert b"producer saw [email]" in raw and b"Producer-Leak-3307" not in raw

@@ -25,6 +25,7 @@ from tasks.dead import bury
 from tasks.deferred import stage_defer
 from tasks.ledger import SUPPRESSED, lock_remaining, stage_hold, stage_let_go, suppress
 from tasks.redis_client import get_redis, lua
+from tasks.sentry import report
 from worker.classify import Decision, classify_error, classify_reply
 from worker.delivery import DeliveryReport
 from worker.errors import Backpressure, DeliveryError, RateLimited
@@ -240,6 +241,22 @@ class BatchRun:
             pipe.hset(campaign_key(self.campaign, "errors"), mapping=outcome.failed)
         stage_let_go(pipe, batch["id"])
         pipe.execute()
+        self._report(attempt)
+
+    def _report(self, attempt: int) -> None:
+        """One Sentry event per batch whose recipients failed for another reason than a
+        bounce (bounces are a campaign's normal wear: counted and suppressed, not alerts)."""
+        failures = [why for why in self.outcome.failed.values() if not why.startswith("bounced")]
+        if failures:
+            report(
+                "campaign_failed",
+                f"{len(failures)} recipient(s) of a campaign batch failed; first: {failures[0]}",
+                account=self.account,
+                campaign=self.campaign,
+                queue=self.queue,
+                attempt=attempt,
+                job_id=self.batch["id"],
+            )
 
     def _requeue(
         self, recipients: list[Recipient], due: float, *, spend_attempt: bool, waiting: int

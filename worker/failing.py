@@ -1,9 +1,9 @@
 """An account that keeps failing transiently gets one Sentry event, not one per retry.
 
     mailworker:{account:<name>}:failing-since   first transient failure since the last send
-    mailworker:{account:<name>}:failing-alerted  set for SENTRY_FAILING_AFTER_SECONDS after an event
+    mailworker:{account:<name>}:failing-alerted  set for an hour (at least) after an event
 
-Every successful send clears ``failing-since`` (inside the job's outcome transaction).
+Every successful send clears both (inside the job's outcome transaction).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tasks.redis_client import account_key, get_redis
 from tasks.sentry import report
 
 _DAY = 86400
+_HOUR = 3600  # a reminder at most hourly while the account keeps failing
 
 
 def failing_key(account: str) -> str:
@@ -23,7 +24,7 @@ def failing_key(account: str) -> str:
 
 
 def stage_recovered(pipe: redis.client.Pipeline, account: str) -> None:
-    pipe.delete(failing_key(account))
+    pipe.delete(failing_key(account), account_key(account, "failing-alerted"))
 
 
 def note_transient(
@@ -46,7 +47,7 @@ def note_transient(
     if failing_for < threshold:
         return False
     alerted = account_key(account, "failing-alerted")
-    if not client.set(alerted, now, nx=True, ex=max(1, int(threshold))):
+    if not client.set(alerted, now, nx=True, ex=max(_HOUR, int(threshold))):
         return False
     report(
         "failing",

@@ -189,7 +189,8 @@ class JobRun:
                 f"{r}: {report.refused[r].code} {report.refused[r].message}"
                 for r in self.outcome.retry
             )
-            return self._retry(reason, hint or None)
+            first = report.refused[next(iter(self.outcome.retry))]
+            return self._retry(reason, hint or None, first.code, first.message)
         return self._finish()
 
     def _whole_message_failed(self, verdict: Verdict, reason: str, reply: str) -> dict[str, Any]:
