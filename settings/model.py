@@ -12,6 +12,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from settings.errors import SettingsError
+from settings.redis_url import sentinel_parts
 from settings.smtp_url import SmtpAccount, parse_smtp_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -154,6 +155,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("SMTP_CA_FILE", f"{scalars.SMTP_CA_FILE} is not a readable file")
     if not scalars.REDIS_URL.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
         raise SettingsError("REDIS_URL", "use redis://, rediss://, unix:// or sentinel://")
+    if scalars.REDIS_URL.startswith("sentinel://"):
+        try:
+            sentinel_parts(scalars.REDIS_URL)
+        except ValueError as exc:
+            raise SettingsError("REDIS_URL", str(exc)) from None
 
     return Settings(
         redis_url=_redis_url(scalars.REDIS_URL, scalars.REDIS_SSL_CERT_REQS),

@@ -12,6 +12,7 @@ from celery import Celery
 from kombu import Queue
 
 from settings import Settings, get_settings
+from settings.redis_url import sentinel_parts
 
 TRANSACTIONAL_QUEUE = "email"
 BULK_QUEUE = "bulk"  # campaigns: their own queue and Procfile process type
@@ -36,8 +37,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_timeout": settings.redis_timeout,
         "global_keyprefix": "mailworker:celery:",
     }
+    broker_url = settings.redis_url
+    if broker_url.startswith("sentinel://"):
+        sentinel = sentinel_parts(broker_url)
+        broker_url, transport["master_name"] = sentinel.broker_url, sentinel.master_name
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url,
         "broker_transport_options": transport,
         "broker_connection_timeout": settings.redis_timeout,
         "broker_connection_retry_on_startup": True,

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 
 from settings import get_settings
+from tasks.redis_url import sync_client
 
 KEY_PREFIX = "mailworker:"
 
@@ -16,7 +17,7 @@ KEY_PREFIX = "mailworker:"
 def get_redis() -> redis.Redis:
     """A client for ``REDIS_URL`` with short timeouts; redis-py reconnects after a fork."""
     settings = get_settings()
-    return redis.Redis.from_url(
+    return sync_client(
         settings.redis_url,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,

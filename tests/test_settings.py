@@ -83,3 +83,17 @@ def test_rediss_urls_verify_certificates_unless_told_otherwise() -> None:
     given = "rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
     assert load_settings({"REDIS_URL": given}).redis_url == given
     assert load_settings({"REDIS_URL": "redis://h:6379/0"}).redis_url == "redis://h:6379/0"
+
+
+def test_sentinel_urls_name_their_master() -> None:
+    url = "sentinel://:pw@10.0.0.1:26379;sentinel://10.0.0.2:26380/2?master_name=mymaster"
+    assert load_settings({"REDIS_URL": url}).redis_url == url
+    with pytest.raises(SettingsError) as error:
+        load_settings({"REDIS_URL": "sentinel://10.0.0.1:26379"})
+    assert error.value.variable == "REDIS_URL" and "master_name" in str(error.value)
+    from settings.redis_url import sentinel_parts
+
+    parts = sentinel_parts(url)
+    assert parts.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380))
+    assert (parts.master_name, parts.db, parts.password) == ("mymaster", 2, "pw")
+    assert parts.broker_url == url.split("?")[0]

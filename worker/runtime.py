@@ -22,6 +22,7 @@ import redis.asyncio
 from settings import Settings, SmtpAccount, get_settings
 from tasks.job import EmailJob
 from tasks.ledger import mark_sent_async
+from tasks.redis_url import async_client
 from worker.bridge import LoopThread
 from worker.connection import open_connection
 from worker.delivery import DeliveryReport, OnAccepted, deliver
@@ -114,7 +115,7 @@ class Runtime:
         """This process's asyncio Redis client, for code running on the loop."""
         if self._redis is None:  # created on the loop that uses it, after any fork
             settings = get_settings()
-            self._redis = redis.asyncio.Redis.from_url(
+            self._redis = async_client(
                 settings.redis_url,
                 socket_timeout=settings.redis_timeout,
                 socket_connect_timeout=settings.redis_timeout,

@@ -1,0 +1,35 @@
+"""Redis Sentinel URLs in Celery's syntax: one ``sentinel://`` per sentinel, then the master.
+
+sentinel://:redis-password@10.0.0.1:26379;sentinel://10.0.0.2:26379/0?master_name=mymaster
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    sentinels: tuple[tuple[str, int], ...]
+    master_name: str
+    db: int
+    password: str | None
+    broker_url: str  # the URL without master_name, as Celery's broker expects it
+
+
+def sentinel_parts(url: str) -> SentinelUrl:
+    """Split a ``sentinel://`` URL; ``ValueError`` says what is missing."""
+    parts = [urlsplit(part) for part in url.split(";")]
+    query = parse_qs(parts[-1].query)
+    master = (query.get("master_name") or [""])[0]
+    if not master:
+        raise ValueError("a sentinel:// REDIS_URL needs ?master_name=<the monitored master>")
+    path = (parts[-1].path or "/0").strip("/") or "0"
+    return SentinelUrl(
+        sentinels=tuple((p.hostname or "127.0.0.1", p.port or 26379) for p in parts),
+        master_name=master,
+        db=int(path),
+        password=parts[0].password,
+        broker_url=url.split("?")[0],
+    )
