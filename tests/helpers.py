@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,3 +92,37 @@ def worker_process(
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+_PRODUCE = """
+import json, sys
+from tasks import send_email
+account, queue, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+kwargs = [{"to": f"r{i}@example.com", "subject": "s", "text": "t", "account": account}
+          for i in range(count)]
+print(json.dumps([send_email.apply_async(kwargs=k, queue=queue).id for k in kwargs]))
+"""
+
+
+def produce_elsewhere(env: dict[str, str], account: str, queue: str, count: int) -> list[str]:
+    """Queue ``count`` messages from a producer process of its own with ``env`` (e.g. a
+    REDIS_URL other than the tests' Redis); return the job ids."""
+    produced = subprocess.run(
+        [sys.executable, "-c", _PRODUCE, account, queue, str(count)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert produced.returncode == 0, produced.stderr
+    return list(json.loads(produced.stdout))
+
+
+def states_when_sent(client: Any, job_ids: list[str], timeout: float = 60) -> list[str]:
+    """Wait (reading job records through ``client``) until every job is sent; their states."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all((status(j, client=client) or {}).get("state") == "sent" for j in job_ids):
+            break
+        time.sleep(0.2)
+    return [(status(j, client=client) or {}).get("state", "") for j in job_ids]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,18 +10,9 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from tasks.status import status
-from tests.helpers import worker_process
+from tests.helpers import produce_elsewhere, states_when_sent, worker_process
 from worker.devredis import answers, start_private_redis
 from worker.devserver import DevServer, free_port
-
-PRODUCE = """
-import json, sys
-from tasks import send_email
-ids = [send_email.apply_async(kwargs={"to": f"s{i}@example.com", "subject": "s", "text": "t",
-       "account": "watched"}, queue="sentinel-test").id for i in range(int(sys.argv[1]))]
-print(json.dumps(ids))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -59,23 +47,10 @@ def test_jobs_flow_through_a_sentinel_monitored_redis(
 ) -> None:
     sentinel_url, master_url = sentinel
     env = {"REDIS_URL": sentinel_url, "SMTP_URL_WATCHED": server.url() + "?rate=100/s"}
-    produced = subprocess.run(
-        [sys.executable, "-c", PRODUCE, "10"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert produced.returncode == 0, produced.stderr
-    job_ids = json.loads(produced.stdout)
+    job_ids = produce_elsewhere(env, "watched", "sentinel-test", 10)
     master = redis_lib.Redis.from_url(master_url, decode_responses=True)
     with worker_process("sentinel-test", env):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all((status(j, client=master) or {}).get("state") == "sent" for j in job_ids):
-                break
-            time.sleep(0.2)
-    assert [status(j, client=master)["state"] for j in job_ids] == ["sent"] * 10
+        assert states_when_sent(master, job_ids) == ["sent"] * 10
     assert len(server.messages) == 10
     assert master.keys("mailworker:{account:watched}:rate:*")  # the limiter, via the master
     master.close()

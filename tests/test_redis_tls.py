@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,9 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from tasks.status import status
-from tests.helpers import worker_process
+from tests.helpers import produce_elsewhere, states_when_sent, worker_process
 from worker.devredis import TlsFiles, start_private_redis
 from worker.devserver import DevServer
-
-PRODUCE = """
-import json, sys
-from tasks import send_email
-ids = [send_email.apply_async(kwargs={"to": f"r{i}@example.com", "subject": "s", "text": "t",
-       "account": "secure"}, queue="tls-test").id for i in range(int(sys.argv[1]))]
-print(json.dumps(ids))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +38,10 @@ def test_a_limited_capped_account_works_over_rediss(
     assert tls_redis_url.startswith("rediss://")
     smtp_url = server.url() + "?rate=40/s&cluster_connections=1"
     env = {"REDIS_URL": tls_redis_url, "SMTP_URL_SECURE": smtp_url}
-    produced = subprocess.run(
-        [sys.executable, "-c", PRODUCE, "30"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert produced.returncode == 0, produced.stderr
-    job_ids = json.loads(produced.stdout)
+    job_ids = produce_elsewhere(env, "secure", "tls-test", 30)
     client = redis_lib.Redis.from_url(tls_redis_url, decode_responses=True)
     with worker_process("tls-test", env):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all((status(j, client=client) or {}).get("state") == "sent" for j in job_ids):
-                break
-            time.sleep(0.2)
+        states = states_when_sent(client, job_ids)
         limits = subprocess.run(
             [sys.executable, "-m", "worker.cli", "limits", "secure", "--json"],
             env={**os.environ, **env},
@@ -71,7 +49,7 @@ def test_a_limited_capped_account_works_over_rediss(
             text=True,
             timeout=60,
         )
-    assert [status(j, client=client)["state"] for j in job_ids] == ["sent"] * 30
+    assert states == ["sent"] * 30
     assert len(server.messages) == 30 and server.log.max_concurrent == 1
     (report,) = json.loads(limits.stdout)
     assert report["windows"][0]["label"] == "40/s"
