@@ -18,6 +18,12 @@ TRANSACTIONAL_QUEUE = "email"
 BULK_QUEUE = "bulk"  # campaigns: their own queue and Procfile process type
 SEND_EMAIL_TASK = "mailworker.send_email"
 SEND_BATCH_TASK = "mailworker.send_batch"
+CELERY_KEY_PREFIX = "mailworker:celery:"  # kombu's keys: queues, unacked jobs, bindings
+
+
+def queue_key(queue: str) -> str:
+    """The Redis list in which kombu keeps ``queue``'s waiting jobs."""
+    return f"{CELERY_KEY_PREFIX}{queue}"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -35,7 +41,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_mutex_expire": 30,
         "socket_connect_timeout": settings.redis_timeout,
         "socket_timeout": settings.redis_timeout,
-        "global_keyprefix": "mailworker:celery:",
+        "global_keyprefix": CELERY_KEY_PREFIX,
     }
     broker_url = settings.redis_url
     if broker_url.startswith("sentinel://"):

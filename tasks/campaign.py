@@ -37,7 +37,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from settings import Settings, SettingsError, get_settings
-from tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app
+from tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app, queue_key
 from tasks.deferred import defer
 from tasks.errors import InvalidEmail
 from tasks.job import EmailJob
@@ -330,8 +330,7 @@ def _text(value: Any) -> Any:
 
 def _wait_for_room(client: Any, max_queued_batches: int) -> None:
     """Pace the producer: keep at most ``max_queued_batches`` batches waiting in Redis."""
-    prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
-    while client.llen(f"{prefix}{BULK_QUEUE}") >= max_queued_batches:
+    while client.llen(queue_key(BULK_QUEUE)) >= max_queued_batches:
         time.sleep(0.2)
 
 

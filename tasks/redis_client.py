@@ -11,6 +11,12 @@ from settings import get_settings
 from tasks.redis_url import sync_client
 
 KEY_PREFIX = "mailworker:"
+# Lua: ``now`` in milliseconds from the Redis server's clock, the one clock every worker
+# on every machine agrees on.
+LUA_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
 
 
 @lru_cache(maxsize=1)

@@ -32,8 +32,6 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 from settings import Settings
 from tasks.redact import mask_addresses
 
-log = logging.getLogger("mailworker.sentry")
-
 # Keys whose values are message content or carry it (Celery's task arguments do).
 _CONTENT_KEYS = {
     "args",

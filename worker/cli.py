@@ -323,14 +323,14 @@ def stats(queues: tuple[str, ...], as_json: bool) -> None:
     latency histograms are on each worker's Prometheus endpoint (METRICS_PORT).
     """
     from tasks import dead as letters
+    from tasks.app import queue_key
     from tasks.deferred import DUE
     from tasks.redis_client import get_redis
     from worker.metrics import OUTCOMES, cluster_counts
 
     settings = _settings()
     client = get_redis()
-    prefix = _celery_prefix()
-    waiting = {queue: int(client.llen(f"{prefix}{queue}")) for queue in queues}
+    waiting = {queue: int(client.llen(queue_key(queue))) for queue in queues}
     report = {
         "accounts": cluster_counts(sorted(settings.accounts), client),
         "queued": waiting,
@@ -350,12 +350,6 @@ def stats(queues: tuple[str, ...], as_json: bool) -> None:
         f"{report['deferred']}; dead letters: {report['dead']}",
         highlight=False,
     )
-
-
-def _celery_prefix() -> str:
-    from tasks.app import app
-
-    return str(app.conf.broker_transport_options.get("global_keyprefix", ""))
 
 
 @main.group()

@@ -37,7 +37,7 @@ import redis
 import redis.asyncio
 
 from settings import AccountLimits, Rate, SmtpAccount
-from tasks.redis_client import account_key, get_redis, lua
+from tasks.redis_client import LUA_NOW_MS, account_key, get_redis, lua
 from worker.errors import RateLimited
 
 BUCKETS = 50
@@ -47,10 +47,6 @@ MIN_FACTOR = 1 / 16
 LEASE_SECONDS = 0.1
 LEASE_MIN, LEASE_MAX = 4, 32
 
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
 _FACTOR = """
 local function factor_at(now, cooldown)
   local slow = redis.call('HMGET', KEYS[1], 'factor', 'at')
@@ -63,7 +59,7 @@ end
 # window: limit, span ms, paced (1/0), adaptive (1/0).
 # Returns {1, permits granted (1..wanted)} or {0, wait ms, index of the blocking window}.
 _ACQUIRE = (
-    _NOW
+    LUA_NOW_MS
     + _FACTOR
     + """
 local cooldown, nb, grant = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -138,7 +134,7 @@ return {1, grant}
 )
 # KEYS: slow. ARGV: cooldown ms, minimum factor. Returns the new factor in thousandths.
 _SLOW_DOWN = (
-    _NOW
+    LUA_NOW_MS
     + _FACTOR
     + """
 local cooldown, floor = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -154,7 +150,7 @@ return math.floor(factor * 1000)
 # KEYS: slow, then window hashes. ARGV: cooldown ms, buckets, span per window.
 # Returns {factor thousandths, count per window...}.
 _USAGE = (
-    _NOW
+    LUA_NOW_MS
     + _FACTOR
     + """
 local out = {math.floor(factor_at(now, tonumber(ARGV[1])) * 1000)}

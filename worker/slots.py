@@ -27,14 +27,10 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
-from tasks.redis_client import account_key, get_redis, lua
+from tasks.redis_client import LUA_NOW_MS, account_key, get_redis, lua
 
 log = logging.getLogger("mailworker.pool")
 
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
 _PRUNE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
@@ -44,7 +40,7 @@ end
 """
 # KEYS: holders, queue, alive. ARGV: cap, token, waiter, lease ms, waiter lease ms.
 _ACQUIRE = (
-    _NOW
+    LUA_NOW_MS
     + _PRUNE
     + """
 local lease = tonumber(ARGV[4])
@@ -66,7 +62,7 @@ return 0
 )
 # KEYS: holders. ARGV: lease ms, tokens... Returns the tokens whose lease had already expired.
 _RENEW = (
-    _NOW
+    LUA_NOW_MS
     + """
 local lost = {}
 for i = 2, #ARGV do
@@ -83,7 +79,7 @@ return lost
 # KEYS: holders, queue, alive. ARGV: this process's prefix, hand-over age ms.
 # 1 if the oldest waiter is another process's and has waited at least that long.
 _FOREIGN_FIRST = (
-    _NOW
+    LUA_NOW_MS
     + _PRUNE
     + """
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
