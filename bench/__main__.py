@@ -55,6 +55,14 @@ def main() -> None:
         "--limiter-only", action="store_true", help="only the isolated rate-limiter scenario"
     )
     parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only the round-trip scenario (pipelining on/off through a delaying proxy)",
+    )
+    parser.add_argument(
+        "--delay-ms", type=float, default=10.0, help="the proxy's delay each way (round trips)"
+    )
+    parser.add_argument(
         "--campaign",
         type=int,
         default=100_000,
@@ -82,7 +90,11 @@ def main() -> None:
         }
         os.environ.update(env)
         bench = Bench(env, redis.Redis.from_url(private.url), args)
-        limiter = _isolated_limiter(env)
+        latency = _isolated("bench.latency", env, "--delay", str(args.delay_ms / 1000))
+        if args.latency_only:
+            print(json.dumps(latency))
+            return
+        limiter = _isolated("bench.limiter", env)
         if args.limiter_only:
             print(json.dumps(limiter))
             return
@@ -96,7 +108,7 @@ def main() -> None:
         sink.send_signal(signal.SIGTERM)
         sink.wait(10)
         private.stop()
-    report(results, args, bulk, limiter)
+    report(results, args, bulk, limiter, latency)
 
 
 class Bench:
@@ -280,9 +292,10 @@ def _paired(a: list[Run], b: list[Run], count: int) -> str:
     return ", ".join(f"{x.rate(count) / y.rate(count):.2f}x" for x, y in zip(a, b, strict=True))
 
 
-def _isolated_limiter(env: dict[str, str]) -> dict[str, Any]:
+def _isolated(module: str, env: dict[str, str], *argv: str) -> dict[str, Any]:
+    """Run a single-process scenario (``bench.limiter``, ``bench.latency``); its JSON."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.limiter"],
+        [sys.executable, "-m", module, *argv],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -296,6 +309,7 @@ def report(
     args: argparse.Namespace,
     bulk: Any = None,
     limiter: dict[str, Any] | None = None,
+    latency: dict[str, Any] | None = None,
 ) -> None:
     count = args.messages
     median = {
@@ -336,6 +350,8 @@ def report(
             f"without, {limiter['ratio']:.2f}x "
             f"({', '.join(f'{r:.2f}x' for r in limiter['ratios'])})."
         )
+    if latency is not None:
+        lines += ["", _latency_lines(latency)]
     if bulk is not None:
         lines += [
             "",
@@ -359,6 +375,18 @@ def report(
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.md").write_text(text + "\n")
+
+
+def _latency_lines(latency: dict[str, Any]) -> str:
+    per = latency["connections"]
+    return (
+        f"Round trips (`bench/latency.py`, {latency['rtt_ms']:.0f} ms RTT proxy, {per} "
+        f"connections, delivery path without Celery): PIPELINING {latency['pipelined']:.0f}/s "
+        f"({latency['pipelined'] / per:.1f}/s per connection), lock-step "
+        f"{latency['lockstep']:.0f}/s ({latency['lockstep'] / per:.1f}/s per connection): "
+        f"{latency['ratio']:.2f}x; {latency['of_ideal']:.0%} of the ideal "
+        f"connections / (2 x RTT) = {latency['ideal']:.0f}/s."
+    )
 
 
 if __name__ == "__main__":

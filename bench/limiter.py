@@ -29,10 +29,10 @@ def main(messages: int = 1000, rounds: int = 9) -> None:
     rates: dict[str, list[float]] = {"default": [], "limited": []}
     try:
         for account in ("default", "limited"):  # warm both pools up
-            _send(runtime, settings, account, 20)
+            send_round(runtime, settings, account, 20)
         for _ in range(rounds):
             for account in ("default", "limited"):
-                rates[account].append(_send(runtime, settings, account, messages))
+                rates[account].append(send_round(runtime, settings, account, messages))
     finally:
         runtime.close()
     ratios = [b / a for a, b in zip(rates["default"], rates["limited"], strict=True)]
@@ -48,7 +48,7 @@ def main(messages: int = 1000, rounds: int = 9) -> None:
     )
 
 
-def _send(runtime: Runtime, settings: object, account: str, count: int) -> float:
+def send_round(runtime: Runtime, settings: object, account: str, count: int) -> float:
     jobs = [
         build_job(
             settings,  # type: ignore[arg-type]

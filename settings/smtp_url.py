@@ -60,6 +60,7 @@ class SmtpAccount:
     token_url: str | None = None
     client_id: str | None = None
     scope: str | None = None
+    pipelining: bool = True  # RFC 2920, where the server offers it; off for a broken server
     pool: PoolOptions = field(default_factory=PoolOptions)
     limits: AccountLimits = field(default_factory=AccountLimits)
 
@@ -109,6 +110,9 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
             "credentials on a plaintext smtp:// URL are refused (AUTH would travel in clear); "
             "use smtp+starttls:// (port 587) or smtps:// (port 465)",
         )
+    pipelining = options.pop("pipelining", "on").lower()
+    if pipelining not in _SWITCH:
+        raise SettingsError(variable, f"pipelining={pipelining!r}: use pipelining=on or off")
     if auth == "xoauth2" and not username:
         raise SettingsError(variable, "auth=xoauth2 needs a user name (the mailbox) in the URL")
 
@@ -123,15 +127,18 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         token_url=options.pop("token_url", None),
         client_id=options.pop("client_id", None),
         scope=options.pop("scope", None),
+        pipelining=_SWITCH[pipelining],
         limits=pop_limits(variable, options),
         pool=_pool_options(variable, options),
     )
 
 
+_SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
 _OTHERS = [
     "auth",
     "client_id",
     "cluster_connections",
+    "pipelining",
     "rate",
     "rate.<domain>",
     "scope",

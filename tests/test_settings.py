@@ -40,6 +40,7 @@ def test_settings_are_frozen_and_never_show_the_password() -> None:
         ({"SMTP_URL": "smtps://u:p@h:notaport"}, "SMTP_URL", "port"),
         ({"SMTP_URL": "smtps://u:p@h?max_connections=zero"}, "SMTP_URL", "not a number"),
         ({"SMTP_URL": "smtps://u:p@h?colour=blue"}, "SMTP_URL", "unknown query"),
+        ({"SMTP_URL": "smtps://u:p@h?pipelining=maybe"}, "SMTP_URL", "pipelining=on or off"),
         ({"SMTP_TIMEOUT": "soon"}, "SMTP_TIMEOUT", "number"),
         ({"SMTP_TIMEOUT": "-1"}, "SMTP_TIMEOUT", "greater than 0"),
         ({"SMTP_CA_FILE": "/no/such/file.pem"}, "SMTP_CA_FILE", "not a readable file"),
@@ -61,6 +62,8 @@ def test_pool_options_come_from_query_parameters() -> None:
     account = parse_smtp_url("SMTP_URL", "smtps://u:p@h?max_connections=2&max_messages=50")
     assert account.pool.max_connections == 2 and account.pool.max_messages == 50
     assert account.pool.idle_check < 10  # providers drop idle sessions after about 10 s
+    assert account.pipelining  # on by default, used only where the server advertises it
+    assert not parse_smtp_url("SMTP_URL", "smtps://u:p@h?pipelining=off").pipelining
 
 
 def test_unknown_account_names_the_variable_to_set() -> None:

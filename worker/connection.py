@@ -14,6 +14,7 @@ import aiosmtplib
 
 from settings import SmtpAccount
 from worker.errors import AccountProblem, TlsUnavailable, translate
+from worker.pipelining import enable_pipelining
 
 # Returns an OAuth2 access token; ``refresh=True`` asks for a new one (after a 535).
 TokenGetter = Callable[[bool], Awaitable[str]]
@@ -41,6 +42,8 @@ async def open_connection(
     async with asyncio.timeout(timeout):
         try:
             await smtp.connect()
+            if account.pipelining:
+                enable_pipelining(smtp)
             if account.security == "starttls":
                 await smtp.ehlo()
                 if not smtp.supports_extension("starttls"):

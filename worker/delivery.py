@@ -18,6 +18,7 @@ from tasks.job import EmailJob
 from worker.classify import is_throttle
 from worker.errors import PermanentFailure, TransientFailure, translate
 from worker.message import Envelope, build_envelope
+from worker.pipelining import send_transaction
 from worker.pool import ConnectionPool, Session
 
 
@@ -136,8 +137,8 @@ async def _transaction(
                 "does not support it",
             )
         options.append("SMTPUTF8")
-    refused, reply = await smtp.sendmail(
-        envelope.sender, list(envelope.recipients), envelope.data, mail_options=options
+    refused, reply = await send_transaction(
+        smtp, envelope.sender, envelope.recipients, envelope.data, mail_options=options
     )
     return {r: Refusal(resp.code, resp.message) for r, resp in refused.items()}, reply
 

@@ -65,6 +65,7 @@ class ServerLog:
 
     messages: list[ReceivedMessage] = field(default_factory=list)
     commands: Counter[str] = field(default_factory=Counter)
+    reads: int = 0  # chunks received from clients: pipelined commands arrive in one
     connections: int = 0
     open_connections: int = 0
     max_concurrent: int = 0
@@ -94,9 +95,11 @@ class RecordingSMTP(SMTP):
         faults: Callable[[], Fault | None],
         connection_id: int,
         counted: bool = True,
+        pipelining: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self.pipelining = pipelining
         self.counted = counted
         self.log = log
         self.faults = faults  # read per command: a test may change faults mid-session
@@ -120,6 +123,12 @@ class RecordingSMTP(SMTP):
                 self.log.connections += 1
                 self.log.open_connections += 1
                 self.log.max_concurrent = max(self.log.max_concurrent, self.log.open_connections)
+
+    def data_received(self, data: bytes) -> None:
+        if self.counted:
+            with self.log.lock:
+                self.log.reads += 1
+        super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
         with self.log.lock:
@@ -157,6 +166,21 @@ class RecordingHandler:
         self.log = log
         self.tokens = tokens
         self.on_message = on_message
+
+    async def handle_EHLO(
+        self,
+        server: RecordingSMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if server.pipelining:
+            # aiosmtpd reads commands one by one, so pipelined ones are simply queued;
+            # advertise it as Postfix and the big providers do.
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_DATA(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
         received = ReceivedMessage(
@@ -204,6 +228,7 @@ class DevServer:
         idle_timeout: float = 300.0,
         fault: Fault | None = None,
         advertise_auth_in_clear: bool = False,
+        pipelining: bool = True,
         on_message: Callable[[ReceivedMessage], None] | None = None,
     ) -> None:
         self.tls = tls
@@ -217,6 +242,7 @@ class DevServer:
         self._ids = itertools.count(1)
         self._idle_timeout = idle_timeout
         self._advertise_auth_in_clear = advertise_auth_in_clear
+        self.pipelining = pipelining
         self._ca, self.ca_file, self._server_tls = _certificates(ca, certificate_dir, tls)
         self._controller: Controller | None = None
 
@@ -332,6 +358,7 @@ class _Controller(Controller):
                 faults=lambda: owner.fault,
                 counted=counted,
                 connection_id=next(owner._ids) if counted else 0,
+                pipelining=owner.pipelining,
                 **self.SMTP_kwargs,
             )
 

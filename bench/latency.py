@@ -1,0 +1,100 @@
+"""Round trips, not CPU: the delivery path through a proxy that adds network latency.
+
+One process, one :class:`~worker.runtime.Runtime` (no Celery), the sink of ``make bench``
+behind ``bench.proxy`` (10 ms each way by default, a 20 ms round trip): single-recipient
+messages over pooled connections, alternately with PIPELINING on and off. Prints JSON with
+the median rates, their ratio and the ideal ``connections / (2 x RTT)`` of a pipelined
+dialogue (envelope + DATA, then the message).
+
+    python -m bench.latency   (run by ``python -m bench``; needs its environment)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+from bench.limiter import send_round
+from settings import load_settings
+from worker.runtime import Runtime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--delay", type=float, default=0.010, help="seconds, each direction")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--messages", type=int, default=200, help="per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    sink = urlsplit(os.environ["SMTP_URL"])
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.proxy",
+            "--target",
+            f"{sink.hostname}:{sink.port}",
+            "--delay",
+            str(args.delay),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(proxy.stdout.readline().split()[1])  # type: ignore[union-attr]
+        userinfo = sink.netloc.rpartition("@")[0]
+        query = f"max_connections={args.connections}&max_messages=100000&idle_check=60"
+        proxied = sink._replace(netloc=f"{userinfo}@127.0.0.1:{port}", query=query)
+        rates = _measure(urlunsplit(proxied), args)
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+    rtt = 2 * args.delay
+    ideal = args.connections / (2 * rtt)
+    piped, lockstep = statistics.median(rates["piped"]), statistics.median(rates["lockstep"])
+    print(
+        json.dumps(
+            {
+                "rtt_ms": rtt * 1000,
+                "connections": args.connections,
+                "pipelined": piped,
+                "lockstep": lockstep,
+                "ratio": statistics.median(
+                    p / s for p, s in zip(rates["piped"], rates["lockstep"], strict=True)
+                ),
+                "ideal": ideal,
+                "of_ideal": piped / ideal,
+            }
+        )
+    )
+
+
+def _measure(base: str, args: argparse.Namespace) -> dict[str, list[float]]:
+    settings = load_settings(
+        {
+            **os.environ,
+            "SMTP_URL_PIPED": f"{base}&pipelining=on",
+            "SMTP_URL_LOCKSTEP": f"{base}&pipelining=off",
+        }
+    )
+    runtime = Runtime()
+    rates: dict[str, list[float]] = {"piped": [], "lockstep": []}
+    try:
+        for account in rates:  # open and warm every connection first
+            send_round(runtime, settings, account, args.connections * 2)
+        for _ in range(args.rounds):
+            for account in rates:
+                rates[account].append(send_round(runtime, settings, account, args.messages))
+    finally:
+        runtime.close()
+    return rates
+
+
+if __name__ == "__main__":
+    main()
