@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,9 +26,16 @@ def arrived(server: DevServer, *addresses: str, timeout: float = 20) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def django_settings() -> None:
+def django_settings() -> Iterator[None]:
+    # Set for this module only: worker processes spawned by later tests must not inherit it.
+    saved = os.environ.get("DJANGO_SETTINGS_MODULE")
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.django_project.settings"
     django.setup()
+    yield
+    if saved is None:
+        del os.environ["DJANGO_SETTINGS_MODULE"]
+    else:
+        os.environ["DJANGO_SETTINGS_MODULE"] = saved
 
 
 def test_send_mail_and_alternatives_with_attachments_go_through_the_queue(
