@@ -29,6 +29,7 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff format .
 
 bench: $(INSTALLED)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench
 
 clean:

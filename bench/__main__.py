@@ -385,7 +385,9 @@ def _latency_lines(latency: dict[str, Any]) -> str:
         f"({latency['pipelined'] / per:.1f}/s per connection), lock-step "
         f"{latency['lockstep']:.0f}/s ({latency['lockstep'] / per:.1f}/s per connection): "
         f"{latency['ratio']:.2f}x; {latency['of_ideal']:.0%} of the ideal "
-        f"connections / (2 x RTT) = {latency['ideal']:.0f}/s."
+        f"connections / (2 x RTT) = {latency['ideal']:.0f}/s, "
+        f"{latency['of_measured_ideal']:.0%} of it at the round trip a session measures "
+        f"(NOOP median {latency['measured_rtt_ms']:.1f} ms: proxy and server turnaround)."
     )
 
 

@@ -12,16 +12,21 @@ dialogue (envelope + DATA, then the message).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
 import subprocess
 import sys
+import time
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.limiter import send_round
-from settings import load_settings
+from settings import Settings, SmtpAccount, load_settings
+from worker.connection import open_connection
 from worker.runtime import Runtime
+from worker.tls import client_tls_context
 
 
 def main() -> None:
@@ -57,6 +62,7 @@ def main() -> None:
         proxy.wait(10)
     rtt = 2 * args.delay
     ideal = args.connections / (2 * rtt)
+    measured_ideal = args.connections / (2 * rates["noop_rtt"])
     piped, lockstep = statistics.median(rates["piped"]), statistics.median(rates["lockstep"])
     print(
         json.dumps(
@@ -65,17 +71,19 @@ def main() -> None:
                 "connections": args.connections,
                 "pipelined": piped,
                 "lockstep": lockstep,
-                "ratio": statistics.median(
+                "ratio": statistics.median(  # paired rounds
                     p / s for p, s in zip(rates["piped"], rates["lockstep"], strict=True)
                 ),
                 "ideal": ideal,
                 "of_ideal": piped / ideal,
+                "measured_rtt_ms": rates["noop_rtt"] * 1000,
+                "of_measured_ideal": piped / measured_ideal,
             }
         )
     )
 
 
-def _measure(base: str, args: argparse.Namespace) -> dict[str, list[float]]:
+def _measure(base: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(
         {
             **os.environ,
@@ -84,16 +92,34 @@ def _measure(base: str, args: argparse.Namespace) -> dict[str, list[float]]:
         }
     )
     runtime = Runtime()
-    rates: dict[str, list[float]] = {"piped": [], "lockstep": []}
+    rates: dict[str, Any] = {"piped": [], "lockstep": []}
     try:
         for account in rates:  # open and warm every connection first
             send_round(runtime, settings, account, args.connections * 2)
         for _ in range(args.rounds):
             for account in rates:
                 rates[account].append(send_round(runtime, settings, account, args.messages))
+        rates["noop_rtt"] = _noop_round_trip(settings.account("piped"), settings)
     finally:
         runtime.close()
     return rates
+
+
+def _noop_round_trip(account: SmtpAccount, settings: Settings, samples: int = 21) -> float:
+    """The round trip a session really sees through the proxy: the median NOOP, in seconds."""
+
+    async def measure() -> float:
+        context = client_tls_context(settings.smtp_ca_file)
+        smtp = await open_connection(account, context, timeout=settings.smtp_timeout)
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            await smtp.noop()
+            times.append(time.perf_counter() - started)
+        await smtp.quit()
+        return statistics.median(times)
+
+    return asyncio.run(measure())
 
 
 if __name__ == "__main__":
