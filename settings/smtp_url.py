@@ -61,6 +61,9 @@ class SmtpAccount:
     client_id: str | None = None
     scope: str | None = None
     pipelining: bool = True  # RFC 2920, where the server offers it; off for a broken server
+    # Certificate and host name checks; off only by an explicit tls_verify=off, which the
+    # worker logs as a WARNING on every connection (worker/tls.py).
+    tls_verify: bool = True
     pool: PoolOptions = field(default_factory=PoolOptions)
     limits: AccountLimits = field(default_factory=AccountLimits)
 
@@ -110,9 +113,10 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
             "credentials on a plaintext smtp:// URL are refused (AUTH would travel in clear); "
             "use smtp+starttls:// (port 587) or smtps:// (port 465)",
         )
-    pipelining = options.pop("pipelining", "on").lower()
-    if pipelining not in _SWITCH:
-        raise SettingsError(variable, f"pipelining={pipelining!r}: use pipelining=on or off")
+    pipelining = _switch(variable, options, "pipelining")
+    tls_verify = _switch(variable, options, "tls_verify")
+    if not tls_verify and security == "none":
+        raise SettingsError(variable, "tls_verify=off on an smtp:// URL: there is no TLS to verify")
     if auth == "xoauth2" and not username:
         raise SettingsError(variable, "auth=xoauth2 needs a user name (the mailbox) in the URL")
 
@@ -127,7 +131,8 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         token_url=options.pop("token_url", None),
         client_id=options.pop("client_id", None),
         scope=options.pop("scope", None),
-        pipelining=_SWITCH[pipelining],
+        pipelining=pipelining,
+        tls_verify=tls_verify,
         limits=pop_limits(variable, options),
         pool=_pool_options(variable, options),
     )
@@ -142,8 +147,17 @@ _OTHERS = [
     "rate",
     "rate.<domain>",
     "scope",
+    "tls_verify",
     "token_url",
 ]
+
+
+def _switch(variable: str, options: dict[str, str], name: str) -> bool:
+    """Pop an on/off query parameter (default on)."""
+    value = options.pop(name, "on").lower()
+    if value not in _SWITCH:
+        raise SettingsError(variable, f"{name}={value!r}: use {name}=on or off")
+    return _SWITCH[value]
 
 
 def _pool_options(variable: str, options: dict[str, str]) -> PoolOptions:

@@ -41,6 +41,8 @@ def test_settings_are_frozen_and_never_show_the_password() -> None:
         ({"SMTP_URL": "smtps://u:p@h?max_connections=zero"}, "SMTP_URL", "not a number"),
         ({"SMTP_URL": "smtps://u:p@h?colour=blue"}, "SMTP_URL", "unknown query"),
         ({"SMTP_URL": "smtps://u:p@h?pipelining=maybe"}, "SMTP_URL", "pipelining=on or off"),
+        ({"SMTP_URL": "smtps://u:p@h?tls_verify=no"}, "SMTP_URL", "tls_verify=on or off"),
+        ({"SMTP_URL": "smtp://relay?tls_verify=off"}, "SMTP_URL", "no TLS to verify"),
         ({"SMTP_TIMEOUT": "soon"}, "SMTP_TIMEOUT", "number"),
         ({"SMTP_TIMEOUT": "-1"}, "SMTP_TIMEOUT", "greater than 0"),
         ({"SMTP_CA_FILE": "/no/such/file.pem"}, "SMTP_CA_FILE", "not a readable file"),

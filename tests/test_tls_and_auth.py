@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import ssl
+
 import pytest
 
-from settings import get_settings
+from settings import SmtpAccount, get_settings, parse_smtp_url
 from tasks import send_email
 from tasks.validation import build_job
 from tests.conftest import PASSWORD
 from tests.helpers import wait_for_status
+from tests.test_cli import mailworker
+from worker.connection import open_connection
 from worker.devserver import DevServer
 from worker.errors import AuthenticationRefused, CertificateRejected, TlsUnavailable
+from worker.pool import quit_session
 from worker.runtime import Runtime
+from worker.tls import account_tls_context
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -57,3 +66,45 @@ def test_wrong_password_is_a_clear_error_naming_the_account() -> None:
     result = send_email.delay(to="ann@example.com", subject="x", text="x", account="badpass")
     record = wait_for_status(result.id, "deferred")
     assert "badpass" in record["error"] and "wrong-password" not in str(record)
+
+
+def test_tls_verify_off_encrypts_without_verifying_and_warns_on_every_connection(
+    untrusted_server: DevServer, environment: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = get_settings()
+    strict = parse_smtp_url("SMTP_URL_STRICT", untrusted_server.url())
+    lax = parse_smtp_url("SMTP_URL_LAX", untrusted_server.url() + "?tls_verify=off")
+    assert strict.tls_verify and not lax.tls_verify
+
+    async def open_and_quit(account: SmtpAccount) -> str | None:
+        context = account_tls_context(account, settings.smtp_ca_file)
+        assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+        smtp = await open_connection(account, context, timeout=10)
+        version = smtp.get_transport_info("ssl_object").version()
+        await quit_session(smtp)
+        return version
+
+    with pytest.raises(CertificateRejected):
+        asyncio.run(open_and_quit(strict))
+    with caplog.at_level(logging.WARNING, logger="mailworker.tls"):
+        versions = [asyncio.run(open_and_quit(lax)) for _ in range(2)]
+    assert set(versions) <= {"TLSv1.2", "TLSv1.3"}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mailworker.tls"]
+    assert len(warnings) == 2
+    assert all("'lax'" in w and "NOT verified" in w and "SMTP_URL_LAX" in w for w in warnings)
+    assert account_tls_context(strict).verify_mode == ssl.CERT_REQUIRED
+    assert account_tls_context(strict).check_hostname
+
+
+def test_check_and_doctor_flag_an_unverified_account(
+    untrusted_server: DevServer, environment: dict[str, str]
+) -> None:
+    env = {**environment, "SMTP_URL_LAX": untrusted_server.url() + "?tls_verify=off"}
+    checked = mailworker("check", "lax", env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "WARNING" in checked.stdout and "tls_verify=off in SMTP_URL_LAX" in checked.stdout
+    doctor = mailworker("doctor", "--offline", "--json", env=env)
+    findings = {f["check"]: f for f in json.loads(doctor.stdout)}
+    assert findings["tls lax"]["ok"] is None and "NOT verified" in findings["tls lax"]["detail"]
+    assert "tls default" not in findings
+    assert PASSWORD not in checked.stdout + checked.stderr + doctor.stdout + doctor.stderr

@@ -17,7 +17,7 @@ from worker.errors import (
 )
 from worker.oauth import token_getter_for
 from worker.pool import quit_session
-from worker.tls import client_tls_context
+from worker.tls import account_tls_context
 
 
 @dataclass
@@ -32,14 +32,27 @@ class CheckReport:
     authenticated_as: str | None = None
     error: str | None = None
     advice: str | None = None
+    warning: str | None = None
+
+
+def unverified_warning(account: SmtpAccount) -> str | None:
+    """What ``check`` and ``doctor`` say about an account with ``tls_verify=off``."""
+    if account.tls_verify:
+        return None
+    return (
+        f"tls_verify=off in {account.variable}: the server's certificate and host name are "
+        "NOT verified, so anyone on the network path can read the password and the mail; "
+        "remove it (for a private CA set SMTP_CA_FILE instead)"
+    )
 
 
 async def check_account(account: SmtpAccount, settings: Settings) -> CheckReport:
     report = CheckReport(account=account.name, address=account.address, ok=False)
+    report.warning = unverified_warning(account)
     try:
         smtp = await open_connection(
             account,
-            client_tls_context(settings.smtp_ca_file),
+            account_tls_context(account, settings.smtp_ca_file),
             timeout=settings.smtp_timeout,
             token_getter=token_getter_for(account),
         )

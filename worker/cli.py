@@ -122,6 +122,7 @@ def check(accounts: tuple[str, ...]) -> None:
             ("authenticated as", report.authenticated_as),
             ("error", report.error),
             ("what to do", report.advice),
+            ("WARNING", report.warning),
         ]
         for label, value in rows:
             if value:

@@ -18,7 +18,7 @@ import redis
 
 from settings import Settings
 from tasks.redis_client import get_redis
-from worker.check import check_account
+from worker.check import check_account, unverified_warning
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ def run_doctor(settings: Settings, *, online: bool = True) -> list[Finding]:
             else f"{account.address}: {report.error}"
         )
         findings.append(Finding(f"account {account.name}", report.ok, detail, report.advice or ""))
+        warning = unverified_warning(account)
+        if warning is not None:
+            findings.append(Finding(f"tls {account.name}", None, warning))
     findings.append(_campaigns(settings))
     domain = _from_domain(settings)
     if not online:
