@@ -105,6 +105,8 @@ def test_a_5000_recipient_csv_campaign(bulk_worker: DevServer, tmp_path: Path) -
         token = re.search(r"token=([\w\-.]+)>", parsed["List-Unsubscribe"]).group(1)
         assert verify_token(token) == (campaign_id, recipient)
         assert "mailto:unsubscribe@app.example.com" in parsed["List-Unsubscribe"]
+        # Providers read the raw header: the signed URL travels as is, never RFC 2047-encoded.
+        assert b"\r\nList-Unsubscribe: <https://app.example.com/unsubscribe" in message.data
 
 
 def test_a_template_error_stops_the_campaign_before_anything_is_queued(
