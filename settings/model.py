@@ -108,12 +108,13 @@ class Unsubscribe:
 class Settings:
     """Everything mailworker reads from its environment. Build it with :func:`load_settings`."""
 
-    redis_url: str
+    # Both may carry credentials (a Redis password, a Sentry key): kept out of the repr.
+    redis_url: str = field(repr=False)
     accounts: Mapping[str, SmtpAccount]
     smtp_ca_file: Path | None
     smtp_timeout: float
     default_from_email: str | None
-    sentry_dsn: str | None
+    sentry_dsn: str | None = field(repr=False)
     max_message_bytes: int
     redis_timeout: float
     redis_visibility_timeout: int

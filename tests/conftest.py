@@ -19,12 +19,19 @@ import trustme
 from settings import reload_settings
 from tasks.app import configure_app
 from tasks.redis_client import reset_redis
-from worker.devredis import RedisUnavailable, start_private_redis
+from worker.devredis import (
+    MAILWORKER_ACL_RULES,
+    AclUser,
+    RedisUnavailable,
+    start_private_redis,
+)
 from worker.devserver import DevServer
 
 USER = "mailer@example.com"
 PASSWORD = "Pw-7f3c9-zebra-QUOKKA"  # distinctive: tests search raw bytes for it
 FROM = "App <app@example.com>"
+REDIS_USER = "mailer"
+REDIS_PASSWORD = "Redis-Pw-Okapi-6620"  # distinctive, like PASSWORD
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +44,14 @@ def redis_url() -> Iterator[str]:
         server = start_private_redis()
     except RedisUnavailable as exc:
         pytest.exit(str(exc), returncode=3)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def locked_redis_url() -> Iterator[str]:
+    """A private Redis locked down as the README says: ``default`` off, one ACL user."""
+    server = start_private_redis(user=AclUser(REDIS_USER, REDIS_PASSWORD, MAILWORKER_ACL_RULES))
     yield server.url
     server.stop()
 

@@ -97,18 +97,26 @@ def worker_process(
 _PRODUCE = """
 import json, sys
 from tasks import send_email
-account, queue, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-kwargs = [{"to": f"r{i}@example.com", "subject": "s", "text": "t", "account": account}
-          for i in range(count)]
-print(json.dumps([send_email.apply_async(kwargs=k, queue=queue).id for k in kwargs]))
+queue, jobs = sys.argv[1], json.loads(sys.argv[2])
+print(json.dumps([send_email.apply_async(kwargs=k, queue=queue).id for k in jobs]))
 """
 
 
 def produce_elsewhere(env: dict[str, str], account: str, queue: str, count: int) -> list[str]:
     """Queue ``count`` messages from a producer process of its own with ``env`` (e.g. a
     REDIS_URL other than the tests' Redis); return the job ids."""
+    jobs = [
+        {"to": f"r{i}@example.com", "subject": "s", "text": "t", "account": account}
+        for i in range(count)
+    ]
+    return send_elsewhere(env, queue, jobs)
+
+
+def send_elsewhere(env: dict[str, str], queue: str, jobs: list[dict[str, Any]]) -> list[str]:
+    """``send_email`` each of ``jobs`` (keyword arguments) from a producer process with
+    ``env``; return the job ids."""
     produced = subprocess.run(
-        [sys.executable, "-c", _PRODUCE, account, queue, str(count)],
+        [sys.executable, "-c", _PRODUCE, queue, json.dumps(jobs)],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import redis
 
@@ -60,14 +61,42 @@ class TlsFiles:
     ca: str
 
 
-def start_private_redis(tls: TlsFiles | None = None) -> PrivateRedis:
+# What mailworker's Redis user needs and no more (README "Locking down Redis"): its own keys,
+# the Celery remote-control channel it subscribes to and the event channels it publishes on
+# (``/0`` is the database number of REDIS_URL), data and script commands, nothing
+# @dangerous (no FLUSHALL, CONFIG, KEYS, DEBUG, ACL, MONITOR), plus TIME for the Lua clocks.
+MAILWORKER_ACL_RULES = (
+    "~mailworker:* resetchannels &mailworker:celery:/0.celery.pidbox &/0.* "
+    "-@all +@read +@write +@scripting +@transaction +@pubsub +@connection +time -@dangerous"
+)
+
+
+@dataclass(frozen=True)
+class AclUser:
+    """The only user of an ACL-locked private Redis (the ``default`` user is switched off).
+
+    ``rules`` are Redis ACL rules, such as :data:`MAILWORKER_ACL_RULES`.
+    """
+
+    name: str
+    password: str
+    rules: str
+
+
+def start_private_redis(tls: TlsFiles | None = None, user: AclUser | None = None) -> PrivateRedis:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RedisUnavailable(INSTALL_HINT)
     port = free_port()
     directory = tempfile.TemporaryDirectory(prefix="mailworker-redis-")
     listen = ["--port", str(port)]
-    url = f"redis://127.0.0.1:{port}/0"
+    credentials = ""
+    if user is not None:
+        # One config line each: "user default off" and "user <name> on ><password> <rules>".
+        listen += ["--user", "default", "off"]
+        listen += ["--user", user.name, "on", f">{user.password}", *user.rules.split()]
+        credentials = f"{quote(user.name, safe='')}:{quote(user.password, safe='')}@"
+    url = f"redis://{credentials}127.0.0.1:{port}/0"
     if tls is not None:
         listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
         listen += ["--tls-cert-file", tls.cert, "--tls-key-file", tls.key]

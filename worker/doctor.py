@@ -63,10 +63,17 @@ def _redis() -> Finding:
         started = time.perf_counter()
         client.ping()
         rtt = (time.perf_counter() - started) * 1000
-        version = client.info("server").get("redis_version", "?")
+        version = _version(client)
     except (redis.RedisError, OSError) as exc:
         return Finding("redis", False, str(exc), "start Redis or point REDIS_URL at it")
     return Finding("redis", True, f"Redis {version}, round trip {rtt:.1f} ms")
+
+
+def _version(client: redis.Redis) -> str:
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    except redis.exceptions.NoPermissionError:
+        return "?"  # an ACL user without INFO (the README's lock-down): not a problem
 
 
 def _campaigns(settings: Settings) -> Finding:
