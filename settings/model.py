@@ -11,6 +11,7 @@ from typing import Literal
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from settings.dkim import DkimKey, dkim_keys
 from settings.errors import SettingsError
 from settings.redis_url import sentinel_parts
 from settings.smtp_url import SmtpAccount, parse_smtp_url
@@ -123,6 +124,7 @@ class Settings:
     limiter: LimiterPolicy = LimiterPolicy()
     observability: Observability = Observability()
     unsubscribe: Unsubscribe = Unsubscribe()
+    dkim: Mapping[str, DkimKey] = field(default_factory=dict)  # by From domain
 
     @property
     def watchdog_seconds(self) -> float:
@@ -165,6 +167,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         redis_url=_redis_url(scalars.REDIS_URL, scalars.REDIS_SSL_CERT_REQS),
         accounts=_accounts(env),
+        dkim=dkim_keys(env),
         smtp_ca_file=scalars.SMTP_CA_FILE,
         smtp_timeout=scalars.SMTP_TIMEOUT,
         default_from_email=_from_email(scalars.DEFAULT_FROM_EMAIL),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from settings import SmtpAccount
+from settings.dkim import DkimKey
 from tasks.job import EmailJob
 from worker.classify import is_throttle
 from worker.errors import PermanentFailure, TransientFailure, translate
@@ -56,15 +57,16 @@ async def deliver(
     timeout: float,
     on_accepted: OnAccepted | None = None,
     pace: Pace | None = None,
+    dkim_keys: Mapping[str, DkimKey] | None = None,
 ) -> DeliveryReport:
-    """Send ``job`` to its not-yet-delivered recipients.
+    """Send ``job`` to its not-yet-delivered recipients (DKIM-signed where a key is set).
 
     Each stage has its own bound: waiting for a pooled session ``acquire_timeout``, opening
     one (connect + TLS + AUTH) ``timeout``, waiting for a rate permit RATE_LIMIT_MAX_SLEEP,
     and the transaction ``timeout``. ``on_accepted`` records the accepted recipients before
     anything else happens, so the window in which a crash could lose that fact stays tiny.
     """
-    envelope = build_envelope(job)
+    envelope = build_envelope(job, dkim_keys=dkim_keys)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(None) as deadline:

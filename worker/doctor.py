@@ -17,6 +17,7 @@ import dns.resolver
 import redis
 
 from settings import Settings
+from settings.dkim import DkimKey
 from tasks.redis_client import get_redis
 from worker.check import check_account, unverified_warning
 
@@ -53,7 +54,9 @@ def run_doctor(settings: Settings, *, online: bool = True) -> list[Finding]:
     elif domain is None:
         findings.append(Finding("dns", None, "no DEFAULT_FROM_EMAIL: no domain to look up"))
     else:
-        findings += _dns(domain)
+        findings += _dns(domain, signs_itself=domain in settings.dkim)
+    if online:
+        findings += [_dkim_record(key) for key in settings.dkim.values()]
     return findings
 
 
@@ -95,19 +98,37 @@ def _from_domain(settings: Settings) -> str | None:
     return sender.rstrip(">").rpartition("@")[2].lower() or None
 
 
-def _dns(domain: str) -> list[Finding]:
+def _dns(domain: str, *, signs_itself: bool = False) -> list[Finding]:
     spf = _txt(domain, "v=spf1")
     dmarc = _txt(f"_dmarc.{domain}", "v=dmarc1")
-    return [
+    findings = [
         _record("spf", domain, spf, "publish a TXT record 'v=spf1 include:<provider> -all'"),
         _record("dmarc", f"_dmarc.{domain}", dmarc, "publish a TXT record 'v=DMARC1; p=none; ...'"),
-        Finding(
-            "dkim",
-            None,
-            f"check <selector>._domainkey.{domain} for your provider's selector",
-            "Gmail and Yahoo require DKIM for bulk senders",
-        ),
     ]
+    if not signs_itself:
+        findings.append(
+            Finding(
+                "dkim",
+                None,
+                f"check <selector>._domainkey.{domain} for your provider's selector",
+                "Gmail and Yahoo require DKIM for bulk senders (or set DKIM, see the README)",
+            )
+        )
+    return findings
+
+
+def _dkim_record(key: DkimKey) -> Finding:
+    """Is our signing key published where receivers will look for it?"""
+    found = _txt(key.dns_name, "v=dkim1")
+    advice = f"publish a TXT record at {key.dns_name}: '{key.dns_record}'"
+    if isinstance(found, Exception):
+        return Finding("dkim", None, f"{key.dns_name}: DNS lookup failed ({type(found).__name__})")
+    if found is None:
+        return Finding("dkim", False, f"no DKIM record at {key.dns_name}", advice)
+    published = "".join(found.partition("p=")[2].split(";")[0].split())
+    if published != key.public_key_b64:
+        return Finding("dkim", False, f"{key.dns_name} holds another public key", advice)
+    return Finding("dkim", True, f"{key.dns_name} matches the {key.algorithm} signing key")
 
 
 def _txt(name: str, prefix: str) -> str | Exception | None:

@@ -8,6 +8,7 @@ de-duplicate on it); ``Date`` is the time the job was accepted.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy, quoprimime
@@ -15,7 +16,9 @@ from email.message import EmailMessage
 from email.policy import Policy
 from email.utils import format_datetime, formatdate
 
+from settings.dkim import DkimKey
 from tasks.job import EmailJob, Mailbox
+from worker.dkim import dkim_sign
 from worker.headers import address_list, header_block, mailbox, unstructured
 
 # 7bit-safe bodies (quoted-printable/base64) work with any server; SMTPUTF8 is used only
@@ -38,14 +41,22 @@ def message_id(job: EmailJob) -> str:
     return f"<{job.id}@{domain}>"
 
 
-def build_envelope(job: EmailJob, recipients: tuple[str, ...] | None = None) -> Envelope:
-    """The bytes to send and to whom (by default every recipient not yet delivered)."""
+def build_envelope(
+    job: EmailJob,
+    recipients: tuple[str, ...] | None = None,
+    *,
+    dkim_keys: Mapping[str, DkimKey] | None = None,
+) -> Envelope:
+    """The bytes to send and to whom (by default every recipient not yet delivered),
+    DKIM-signed if ``dkim_keys`` holds a key for the From domain."""
     if recipients is None:
         recipients = tuple(r for r in job.recipients if r not in job.done)
     smtputf8 = not all(a.isascii() for a in (job.from_email[1], *recipients)) or not all(
         _mailbox_is_ascii(m) for m in (*job.to, *job.cc, *job.reply_to)
     )
     data = build_message_bytes(job, smtputf8=smtputf8)
+    if dkim_keys:
+        data = dkim_sign(data, job.from_email[1], dkim_keys)
     return Envelope(sender=job.from_email[1], recipients=recipients, data=data, smtputf8=smtputf8)
 
 

@@ -106,6 +106,7 @@ class Runtime:
             timeout=settings.smtp_timeout,
             on_accepted=on_accepted or self._record_sent,
             pace=pace,
+            dkim_keys=settings.dkim,
         )
 
     async def _record_sent(self, job_id: str, recipients: tuple[str, ...]) -> None:
