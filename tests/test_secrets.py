@@ -1,0 +1,210 @@
+"""Secrets never leave the worker's memory: one full send/fail cycle with distinctive
+passwords, then a search of everything mailworker writes anywhere.
+
+Searched: the worker's log (Celery's banner included), every Sentry envelope, every key of
+the Redis (queued jobs, watchdog copies, status and dead-letter records, ledgers, limits),
+the output of every ``mailworker`` command, and the text and traceback of the exceptions a
+caller or an operator sees.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from settings import SettingsError, load_settings
+from tasks import status
+from tasks.validation import build_job
+from tests.conftest import REDIS_PASSWORD, USER
+from tests.helpers import send_elsewhere, worker_process
+from tests.sentry_sink import SentrySink
+from tests.test_cli import mailworker
+from worker.devserver import DevServer, RecordingSMTP, Reply, free_port
+from worker.errors import AuthenticationRefused
+from worker.runtime import Runtime
+
+SMTP_PASSWORD = "Smtp-Pw-Narwhal-93117"
+WRONG_PASSWORD = "Wrong-Pw-Axolotl-2284"
+QUEUE = "secrets"
+
+
+def _needles() -> list[bytes]:
+    """The secrets, and the forms they take on the wire (AUTH PLAIN and LOGIN are base64)."""
+    plain = [SMTP_PASSWORD, WRONG_PASSWORD, REDIS_PASSWORD]
+    encoded = [base64.b64encode(p.encode()).decode() for p in plain[:2]]
+    encoded += [base64.b64encode(f"\0{USER}\0{p}".encode()).decode() for p in plain[:2]]
+    return [n.encode() for n in plain + encoded]
+
+
+def _fault(command: str, argument: Any, session: RecordingSMTP) -> Reply | None:
+    if command == "RCPT" and "nobody" in str(argument):
+        return Reply("550 5.1.1 Recipient address rejected: User unknown")
+    if command == "DATA" and any("poison" in r for r in session.envelope.rcpt_tos):
+        return Reply("554 5.6.0 Message content rejected")
+    return None
+
+
+def _dump(client: redis_lib.Redis) -> bytes:
+    """Every key and every value in the Redis, read by type."""
+    readers = {
+        "string": lambda k: [client.get(k)],
+        "hash": lambda k: [x for kv in client.hgetall(k).items() for x in kv],
+        "list": lambda k: client.lrange(k, 0, -1),
+        "set": lambda k: list(client.smembers(k)),
+        "zset": lambda k: client.zrange(k, 0, -1),
+    }
+    chunks: list[str] = []
+    for key in client.scan_iter(count=1000):
+        chunks += [key, *map(str, readers[client.type(key)](key))]
+    return "\n".join(chunks).encode()
+
+
+@pytest.fixture
+def vault(
+    locked_redis_url: str, certificate_dir: Path, ca: Any, environment: dict[str, str]
+) -> Iterator[tuple[DevServer, dict[str, str]]]:
+    with DevServer(users={USER: SMTP_PASSWORD}, ca=ca, certificate_dir=certificate_dir) as server:
+        server.fault = _fault
+        env = {
+            "REDIS_URL": locked_redis_url,
+            "SMTP_URL_VAULT": server.url(USER, SMTP_PASSWORD),
+            "SMTP_URL_VAULTBAD": server.url(USER, WRONG_PASSWORD),
+        }
+        yield server, env
+
+
+def _wait_states(client: redis_lib.Redis, wanted: dict[str, str]) -> dict[str, str]:
+    deadline = time.monotonic() + 40
+    seen: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        seen = {j: (status(j, client=client) or {}).get("state", "") for j in wanted}
+        if seen == wanted:
+            break
+        time.sleep(0.2)
+    return seen
+
+
+def _exceptions(env: dict[str, str], ca_file: str) -> str:
+    """What a caller or an operator sees when credentials or settings are wrong."""
+    texts = []
+    environ = {**env, "SMTP_CA_FILE": ca_file, "DEFAULT_FROM_EMAIL": "app@example.com"}
+    settings = load_settings(environ)
+    texts += [repr(settings), str(settings), repr(settings.account("vault"))]
+    texts += [str(settings.account("vault").password)]
+    job = build_job(
+        settings, {"to": "ann@example.com", "subject": "s", "text": "t", "account": "vaultbad"}
+    )
+    runtime = Runtime()
+    try:
+        with pytest.raises(AuthenticationRefused) as refused:
+            runtime.deliver(job, settings)
+    finally:
+        runtime.close()
+    texts += [
+        str(refused.value),
+        repr(refused.value),
+        "".join(traceback.format_exception(refused.value)),
+    ]
+    for broken in (
+        f"smtps://{USER}:{SMTP_PASSWORD}@host:notaport",
+        f"smtp://{USER}:{SMTP_PASSWORD}@relay:25",
+        f"smtps://{USER}:{SMTP_PASSWORD}@host?colour=blue",
+    ):
+        with pytest.raises(SettingsError) as caught:
+            load_settings({"SMTP_URL": broken})
+        texts.append("".join(traceback.format_exception(caught.value)))
+    return "\n".join(texts)
+
+
+@pytest.mark.slow
+def test_no_password_appears_in_any_output_after_a_send_and_fail_cycle(
+    vault: tuple[DevServer, dict[str, str]], tmp_path: Path
+) -> None:
+    server, env = vault
+    sink = SentrySink().start()
+    env = {**env, "SENTRY_DSN": sink.dsn}
+    send = {"subject": "s", "text": "t"}
+    jobs = {
+        "sent": {"to": "ann@example.com", "account": "vault", **send},
+        "bounced": {"to": "nobody@example.com", "account": "vault", **send},
+        "dead": {"to": "poison@example.com", "account": "vault", **send},
+        "paused": {"to": "bob@example.com", "account": "vaultbad", **send},
+    }
+    ids = dict(zip(jobs, send_elsewhere(env, QUEUE, list(jobs.values())), strict=True))
+    client = redis_lib.Redis.from_url(env["REDIS_URL"], decode_responses=True)
+    log_path = tmp_path / "worker.log"
+    outputs: list[str] = []
+    with log_path.open("wb") as log, worker_process(QUEUE, env, loglevel="DEBUG", log_file=log):
+        expected = {
+            ids["sent"]: "sent",
+            ids["bounced"]: "failed",
+            ids["dead"]: "failed",
+            ids["paused"]: "deferred",
+        }
+        assert _wait_states(client, expected) == expected
+        commands = [
+            *(("status", job_id, "--json") for job_id in ids.values()),
+            ("dead", "list", "--json"),
+            ("dead", "show", ids["dead"]),
+            ("stats", "--json"),
+            ("limits", "--json"),
+            ("check", "vault", "vaultbad"),
+            ("doctor", "--offline", "--json"),
+            (
+                "send",
+                "--to",
+                "carol@example.com",
+                "--subject",
+                "s",
+                "--text",
+                "t",
+                "--account",
+                "vault",
+            ),
+        ]
+        for command in commands:
+            run = mailworker(*command, env=env)
+            outputs += [run.stdout, run.stderr]
+        time.sleep(1.0)  # Sentry's transport and the log have flushed
+    dead_port = free_port()
+    unreachable = {**env, "REDIS_URL": f"redis://mailer:{REDIS_PASSWORD}@127.0.0.1:{dead_port}/0"}
+    run = mailworker(
+        "send",
+        "--to",
+        "ann@example.com",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+        "--account",
+        "vault",
+        env={**unreachable, "REDIS_TIMEOUT": "0.5"},
+    )
+    assert run.returncode == 1 and "Redis" in run.stdout + run.stderr
+    outputs += [run.stdout, run.stderr]
+    sink.stop()
+
+    assert len(server.messages) == 1  # the CLI's job waits on the email queue, unserved here
+    events = sink.events()
+    assert {e["tags"]["failure"] for e in events} >= {"bounce", "invalid_message", "paused"}
+    log_text = log_path.read_bytes()
+    assert b"Connected to redis://mailer:**@" in log_text  # Celery masks it too
+    places = {
+        "worker log": log_text,
+        "sentry": sink.all_bytes(),
+        "redis": _dump(client),
+        "cli": "\n".join(outputs).encode(),
+        "exceptions": _exceptions(env, str(server.ca_file)).encode(),
+    }
+    client.close()
+    for place, text in places.items():
+        assert len(text) > 100, place
+        for needle in _needles():
+            assert needle not in text, f"{needle!r} found in the {place}"
