@@ -59,10 +59,11 @@ class SendEmailTask(Task):
 # The decorator is lazy: the app (and so the settings) is configured on first use of the
 # task, not when a producer imports it.
 @app.task(base=SendEmailTask, name=SEND_EMAIL_TASK, bind=True)
-def send_email(self: SendEmailTask, job: dict[str, Any]) -> dict[str, Any]:
+def send_email(self: SendEmailTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     from worker.task_runner import run_job  # the worker side; never loaded by producers
 
-    return run_job(self, job)
+    # Anything can arrive from Redis: run_job dead-letters whatever is not one job=.
+    return run_job(self, *args, **kwargs)
 
 
 def parse_send_at(value: Any) -> float | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 
 import pytest
+import redis as redis_lib
 
 from tasks import dead, send_email
+from tasks.app import SEND_EMAIL_TASK, app, queue_key
 from tasks.send import publish
 from tests.conftest import PASSWORD
 from tests.helpers import extra_account, messages_of, wait_for_status
@@ -53,6 +57,54 @@ def test_an_undecodable_job_is_dead_lettered_and_the_worker_keeps_going(
         time.sleep(0.05)
     letter = dead.show(bogus)
     assert letter is not None and "version 99" in letter["reason"]
+    after = send_email.delay(to="ann@example.com", subject="s", text="t")
+    wait_for_status(after.id, "sent")
+
+
+def _envelope(task: str, body: bytes, job_id: str) -> str:
+    """A kombu message envelope as it sits in the Redis list (what any Redis writer can push)."""
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {"id": job_id, "task": task, "lang": "py"},
+            "properties": {
+                "delivery_tag": str(uuid.uuid4()),
+                "body_encoding": "base64",
+                "delivery_info": {"exchange": "", "routing_key": "email"},
+                "priority": 0,
+            },
+        }
+    )
+
+
+def test_foreign_messages_in_the_queue_are_dead_lettered_and_the_worker_keeps_going(
+    starttls_server: DevServer, redis: redis_lib.Redis, environment: dict[str, str]
+) -> None:
+    pickled, bad_body, unknown, positional = (str(uuid.uuid4()) for _ in range(4))
+    app.send_task(SEND_EMAIL_TASK, kwargs={"job": {"v": 1}}, task_id=pickled, serializer="pickle")
+    queue = queue_key("email")
+    redis.lpush(queue, b"Garbage-Gecko \x80 not even JSON")
+    redis.lpush(queue, _envelope(SEND_EMAIL_TASK, b"{not json", bad_body))
+    redis.lpush(queue, _envelope("evil.task", b"[[], {}, {}]", unknown))
+    redis.lpush(queue, _envelope(SEND_EMAIL_TASK, b'[["x"], {}, {}]', positional))
+    expected = {
+        pickled: "refusing to deserialize untrusted content",
+        bad_body: "body does not decode",
+        unknown: "unknown task 'evil.task'",
+        positional: "expected one keyword argument job=",
+    }
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(dead.show(j) is None for j in expected):
+        time.sleep(0.05)
+    for job_id, words in expected.items():
+        letter = dead.show(job_id)
+        assert letter is not None and words in letter["reason"].lower(), (words, letter)
+    garbage = [d for d in dead.list_dead(1000) if "Garbage-Gecko" in str(d["payload"])]
+    assert len(garbage) == 1 and "not a JSON message envelope" in garbage[0]["reason"]
+    retried = mailworker("dead", "retry", garbage[0]["job_id"], unknown, env=environment)
+    assert retried.returncode == 0 and "not jobs, kept as dead letters" in retried.stdout
     after = send_email.delay(to="ann@example.com", subject="s", text="t")
     wait_for_status(after.id, "sent")
 

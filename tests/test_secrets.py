@@ -33,6 +33,17 @@ from worker.runtime import Runtime
 SMTP_PASSWORD = "Smtp-Pw-Narwhal-93117"
 WRONG_PASSWORD = "Wrong-Pw-Axolotl-2284"
 QUEUE = "secrets"
+SEND_COMMAND = (
+    "send",
+    "--to",
+    "carol@example.com",
+    "--subject",
+    "s",
+    "--text",
+    "t",
+    "--account",
+    "vault",
+)
 
 
 def _needles() -> list[bytes]:
@@ -157,17 +168,7 @@ def test_no_password_appears_in_any_output_after_a_send_and_fail_cycle(
             ("limits", "--json"),
             ("check", "vault", "vaultbad"),
             ("doctor", "--offline", "--json"),
-            (
-                "send",
-                "--to",
-                "carol@example.com",
-                "--subject",
-                "s",
-                "--text",
-                "t",
-                "--account",
-                "vault",
-            ),
+            SEND_COMMAND,
         ]
         for command in commands:
             run = mailworker(*command, env=env)
@@ -175,18 +176,7 @@ def test_no_password_appears_in_any_output_after_a_send_and_fail_cycle(
         time.sleep(1.0)  # Sentry's transport and the log have flushed
     dead_port = free_port()
     unreachable = {**env, "REDIS_URL": f"redis://mailer:{REDIS_PASSWORD}@127.0.0.1:{dead_port}/0"}
-    run = mailworker(
-        "send",
-        "--to",
-        "ann@example.com",
-        "--subject",
-        "s",
-        "--text",
-        "t",
-        "--account",
-        "vault",
-        env={**unreachable, "REDIS_TIMEOUT": "0.5"},
-    )
+    run = mailworker(*SEND_COMMAND, env={**unreachable, "REDIS_TIMEOUT": "0.5"})
     assert run.returncode == 1 and "Redis" in run.stdout + run.stderr
     outputs += [run.stdout, run.stderr]
     sink.stop()

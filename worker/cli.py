@@ -218,13 +218,22 @@ def dead_show(job_id: str) -> None:
 def dead_retry(job_ids: tuple[str, ...], retry_all: bool) -> None:
     """Queue dead jobs again with a fresh retry budget."""
     from tasks import dead as letters
+    from tasks.job import UndecodableJob
 
     _settings()
     if not job_ids and not retry_all:
         _fail("give job ids or --all")
     ids = letters.all_ids() if retry_all else list(job_ids)
-    missing = [job_id for job_id in ids if not letters.resurrect(job_id)]
-    console.print(f"queued {len(ids) - len(missing)} job(s) again")
+    missing, foreign = [], []
+    for job_id in ids:
+        try:
+            if not letters.resurrect(job_id):
+                missing.append(job_id)
+        except UndecodableJob:  # a foreign message: there is nothing to send again
+            foreign.append(job_id)
+    console.print(f"queued {len(ids) - len(missing) - len(foreign)} job(s) again")
+    if foreign:
+        console.print(f"not jobs, kept as dead letters: {', '.join(foreign)}", highlight=False)
     if missing:
         _fail(f"no dead letter for: {', '.join(missing)}", EXIT_FAILED)
 

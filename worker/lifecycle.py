@@ -27,8 +27,10 @@ from worker.logs import configure_logging
 from worker.metrics import serve_metrics
 from worker.mover import DeferredMoverStep
 from worker.runtime import close_runtime
+from worker.undecodable import UndecodableStep
 
 app.steps["worker"].add(DeferredMoverStep)
+app.steps["consumer"].add(UndecodableStep)
 
 
 @worker_init.connect

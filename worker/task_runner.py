@@ -44,6 +44,7 @@ from worker.pause import pause_account, pause_key, read_pause
 from worker.ratelimit import slow_down
 from worker.retry import next_retry_at
 from worker.runtime import get_runtime
+from worker.undecodable import bury_undecodable
 
 log = logging.getLogger("mailworker.delivery")
 
@@ -63,15 +64,20 @@ class Outcome:
         return states
 
 
-def run_job(task: Task, payload: Any) -> dict[str, Any]:
+def run_job(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run the task's one ``job=`` argument; anything else is dead-lettered with a reason."""
     queue = (task.request.delivery_info or {}).get("routing_key") or TRANSACTIONAL_QUEUE
+    payload = kwargs.get("job")
     try:
+        if args or list(kwargs) != ["job"]:
+            raise UndecodableJob(
+                f"expected one keyword argument job=, got {len(args)} positional and "
+                f"keywords {sorted(map(str, kwargs))[:5]}"
+            )
         job = EmailJob.from_payload(payload)
     except UndecodableJob as exc:
-        job_id = str(task.request.id)
-        log.error("dead-lettering undecodable job %s: %s", job_id, exc)
-        bury(job_id, payload if isinstance(payload, dict) else None, reason=str(exc), queue=queue)
-        report("undecodable", f"undecodable job: {exc}", account="-", job_id=job_id, queue=queue)
+        kept = payload if isinstance(payload, dict) else None
+        bury_undecodable(str(task.request.id), str(exc), queue, kept)
         return {"state": "dead", "reason": str(exc)}
     return JobRun(job, queue, get_settings()).run()
 
