@@ -230,8 +230,8 @@ def _attachment(index: int, item: Any) -> Attachment:
     if not isinstance(filename, str) or not filename.strip():
         raise InvalidAttachment(field, "filename is required")
     filename = _header_value(f"{field}.filename", filename)
-    if any(sep in filename for sep in "/\\"):
-        raise InvalidAttachment(field, "filename must not contain a path separator")
+    if any(sep in filename for sep in "/\\") or filename.strip() in (".", ".."):
+        raise InvalidAttachment(field, "filename must be a plain name, without a path")
     if not isinstance(content, str):
         raise InvalidAttachment(field, "content_b64 must be a base64 string")
     try:

@@ -1,0 +1,240 @@
+"""Hostile input over the whole producer API, property-based.
+
+Every keyword of ``send_email`` gets arbitrary strings, Unicode, control characters,
+header and SMTP-command injections, huge values, nested structures and wrong types. Each
+call either raises :class:`InvalidEmail` (the documented error) or gives a job whose bytes
+on the wire add no header, no recipient and no SMTP command; attachment file names arrive
+as plain names, RFC 2231-encoded when not ASCII. The second test sends a sample through the
+real Redis, worker and SMTP server and checks what the server received.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from settings import get_settings, load_settings
+from tasks import InvalidEmail, send_email
+from tasks.validation import build_job
+from tests.helpers import messages_of, wait_for_status
+from worker.devserver import DevServer
+from worker.message import build_envelope
+
+# Huge values make huge failure reports; hypothesis warns about that, pytest would fail on it.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+
+SETTINGS = load_settings(
+    {
+        "SMTP_URL": "smtps://u:p@h",
+        "DEFAULT_FROM_EMAIL": "a@example.com",
+        "MAX_MESSAGE_BYTES": "20000",
+    }
+)
+INJECTIONS = [
+    "\r\nBcc: injected@evil.example",
+    "\nBcc: injected@evil.example",
+    "\rX-Injected: 1",
+    "\r\n.\r\nMAIL FROM:<injected@evil.example>\r\nRCPT TO:<injected@evil.example>\r\nDATA\r\n",
+    "\u2028X-Injected: 1",
+    "\x00",
+    "\x0bX-Injected: 1",
+    "\x85X-Injected: 1",
+    "=?utf-8?q?=0D=0ABcc:_injected@evil.example?=",
+    "ann@example.com>, <injected@evil.example",
+    "../../etc/passwd",
+    "C:\\Windows\\win.ini",
+    "\ud800",
+]
+hostile_text = st.one_of(
+    st.text(),
+    st.sampled_from(INJECTIONS),
+    st.tuples(st.text(max_size=8), st.sampled_from(INJECTIONS)).map("".join),
+    st.integers(1000, 30_000).map(lambda n: "A" * n),  # over MAX_MESSAGE_BYTES,
+)
+anything = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | hostile_text | st.binary(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+benign = st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=30)
+
+
+def leaning(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Mostly values that pass, so the accepted side is explored too; a quarter hostile."""
+    return st.integers(0, 3).flatmap(lambda roll: bad if roll == 0 else good)
+
+
+good_address = st.one_of(
+    st.emails(),
+    st.sampled_from(["Ann <ann@example.com>", "bob@example.com", "Zoë <zoe@bücher.example>"]),
+    st.builds(lambda name: f'"{name}" <ann@example.com>', benign),
+)
+address = leaning(
+    good_address,
+    st.one_of(
+        hostile_text,
+        st.tuples(st.sampled_from(["ann@example.com", "Ann <ann@example.com>"]), hostile_text).map(
+            "".join
+        ),
+    ),
+)
+addresses = leaning(st.one_of(address, st.lists(address, max_size=3)), anything)
+attachment = st.fixed_dictionaries(
+    {
+        "filename": leaning(
+            st.sampled_from(["résumé.pdf", "a b.txt", 'q"uote;.txt']) | benign, hostile_text
+        ),
+        "content_b64": leaning(st.just("aGVsbG8="), hostile_text),
+    },
+    optional={"mimetype": leaning(st.just("text/plain"), hostile_text)},
+)
+arguments = st.fixed_dictionaries(
+    {
+        "to": addresses,
+        "subject": leaning(benign, st.one_of(hostile_text, anything)),
+        "text": leaning(benign, st.one_of(hostile_text, anything)),
+    },
+    optional={
+        "html": leaning(benign, st.one_of(hostile_text, anything)),
+        "from_email": leaning(good_address, addresses),
+        "cc": addresses,
+        "bcc": addresses,
+        "reply_to": addresses,
+        "headers": leaning(
+            st.dictionaries(
+                st.from_regex(r"X-[A-Za-z-]{1,10}", fullmatch=True), benign, max_size=2
+            ),
+            st.one_of(
+                st.dictionaries(
+                    st.one_of(st.text(max_size=12), st.integers(), st.none()),
+                    hostile_text,
+                    max_size=3,
+                ),
+                anything,
+            ),
+        ),
+        "attachments": leaning(st.lists(attachment, max_size=2), anything),
+        "account": leaning(st.just("default"), st.one_of(hostile_text, anything)),
+        "idempotency_key": leaning(st.none(), st.one_of(hostile_text, anything)),
+        "tags": leaning(
+            st.dictionaries(benign, benign, max_size=2),
+            st.one_of(st.dictionaries(hostile_text, hostile_text, max_size=2), anything),
+        ),
+        "ignore_suppression": leaning(st.booleans(), anything),
+    },
+)
+# Header lines mailworker writes; a caller's own headers are added per job.
+OWN_HEADERS = {
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+}
+SMTP_VERBS = (b"MAIL ", b"RCPT ", b"DATA", b"RSET", b"QUIT", b"AUTH ", b"EHLO ", b"HELO ")
+
+
+def check_wire_bytes(data: bytes, allowed_headers: set[str]) -> None:
+    """No header, no line break and no SMTP command the job did not ask for."""
+    assert b"\r" not in data.replace(b"\r\n", b"") and b"\n" not in data.replace(b"\r\n", b"")
+    assert b"\x00" not in data
+    parsed = email.message_from_bytes(data, policy=email.policy.SMTP)
+    for part in parsed.walk():
+        header_block = part.as_bytes().split(b"\r\n\r\n", 1)[0]
+        for line in header_block.split(b"\r\n"):
+            assert not line.upper().startswith(SMTP_VERBS), line
+        names = {name.lower() for name in part.keys()}
+        assert names <= allowed_headers, names - allowed_headers
+        assert "injected" not in str(part.get("bcc", "")) and "bcc" not in names
+        filename = part.get_filename()
+        if filename is not None:
+            assert not any(c in filename for c in "/\\\r\n\x00") and filename not in (".", "..")
+    recipients = ",".join(str(parsed.get(h, "")) for h in ("to", "cc", "reply-to"))
+    assert "injected@evil.example" not in recipients
+
+
+@settings(max_examples=600, deadline=None)
+@given(arguments=arguments)
+def test_every_call_is_refused_with_invalid_email_or_sends_only_what_was_asked(
+    arguments: dict[str, Any],
+) -> None:
+    try:
+        job = build_job(SETTINGS, arguments)
+    except InvalidEmail as exc:
+        assert exc.field and exc.problem  # says which argument and why
+        event(f"refused: {exc.field.split('[')[0]}")
+        return
+    event("accepted")
+    envelope = build_envelope(job)
+    assert "injected@evil.example" not in envelope.recipients
+    assert envelope.sender == job.from_email[1] and "\n" not in envelope.sender
+    check_wire_bytes(envelope.data, OWN_HEADERS | {name.lower() for name, _ in job.headers})
+    for given_attachment, kept in zip(
+        arguments.get("attachments") or (), job.attachments, strict=True
+    ):
+        assert kept.filename == given_attachment["filename"]
+
+
+def test_a_non_ascii_attachment_name_is_rfc_2231_encoded() -> None:
+    job = build_job(
+        SETTINGS,
+        {
+            "to": "ann@example.com",
+            "subject": "s",
+            "text": "t",
+            "attachments": [{"filename": 'résumé "final";x=1.pdf', "content_b64": "aGk="}],
+        },
+    )
+    data = build_envelope(job).data
+    assert b"filename*=utf-8''r%C3%A9sum%C3%A9%20%22final%22%3Bx%3D1.pdf" in data
+    for name in ("../x.pdf", "a\\b.pdf", "..", "x\r\nBcc: y@example.com"):
+        attachment = {"filename": name, "content_b64": "aGk="}
+        with pytest.raises(InvalidEmail):
+            build_job(
+                SETTINGS,
+                {"to": "a@example.com", "subject": "s", "text": "t"}
+                | {"attachments": [attachment]},
+            )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("celery_worker")
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(arguments=arguments)
+def test_hostile_calls_through_redis_and_the_worker_deliver_only_what_was_asked(
+    starttls_server: DevServer, arguments: dict[str, Any]
+) -> None:
+    # One account, and no idempotency key: a key drawn twice would return the first job.
+    arguments = {**arguments, "account": "default"}
+    arguments.pop("idempotency_key", None)
+    try:
+        result = send_email.delay(**arguments)
+    except InvalidEmail:
+        return
+    event("sent through the worker")
+    record = wait_for_status(result.id, "sent", "failed", timeout=30)
+    job = build_job(get_settings(), arguments)
+    received = messages_of(starttls_server, result.id)
+    if record["state"] == "failed":  # e.g. the server refused it; never a crash
+        assert "error" in record and received == []
+        return
+    [message] = received
+    assert set(message.rcpt_tos) == set(job.recipients)
+    check_wire_bytes(message.data, OWN_HEADERS | {name.lower() for name, _ in job.headers})
