@@ -13,7 +13,7 @@ from settings import SmtpAccount, get_settings, parse_smtp_url
 from tasks import send_email
 from tasks.validation import build_job
 from tests.conftest import PASSWORD
-from tests.helpers import wait_for_status
+from tests.helpers import extra_account, messages_of, wait_for_status
 from tests.test_cli import mailworker
 from worker.connection import open_connection
 from worker.devserver import DevServer
@@ -55,6 +55,20 @@ def test_untrusted_certificate_means_nothing_sent(untrusted_server: DevServer) -
     assert "did not verify" in wait_for_status(result.id, "deferred")["error"]
     assert untrusted_server.messages == []
     assert untrusted_server.log.commands["AUTH"] == 0
+
+
+def test_the_worker_delivers_to_an_untrusted_server_only_with_tls_verify_off(
+    untrusted_server: DevServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        extra_account("laxworker", untrusted_server.url() + "?tls_verify=off"),
+        caplog.at_level(logging.WARNING, logger="mailworker.tls"),
+    ):
+        result = send_email.delay(to="ann@example.com", subject="x", text="x", account="laxworker")
+        assert wait_for_status(result.id, "sent", "deferred")["state"] == "sent"
+    [received] = messages_of(untrusted_server, result.id)
+    assert received.tls and received.user is not None
+    assert any("'laxworker'" in r.getMessage() for r in caplog.records)
 
 
 def test_wrong_password_is_a_clear_error_naming_the_account() -> None:

@@ -11,7 +11,6 @@ import asyncio
 import math
 import os
 import socket
-import ssl
 import threading
 from collections.abc import Awaitable, Iterable
 from functools import lru_cache, partial
@@ -30,7 +29,7 @@ from worker.oauth import token_getter_for
 from worker.pool import ConnectionPool, PoolStats
 from worker.ratelimit import RateLimiter, wait_for_permit
 from worker.slots import ConnectionSlots
-from worker.tls import client_tls_context
+from worker.tls import account_tls_context
 
 # Extra seconds a task waits beyond the send's own deadline, so the deadline fires first
 # inside the loop and the session is cleaned up there.
@@ -42,7 +41,6 @@ class Runtime:
         self.pid = os.getpid()
         self._bridge = LoopThread()
         self._pools: dict[SmtpAccount, ConnectionPool] = {}
-        self._tls: dict[str | None, ssl.SSLContext] = {}
         self._hostname = socket.getfqdn()
         self._redis: redis.asyncio.Redis | None = None
 
@@ -136,18 +134,12 @@ class Runtime:
         factory = partial(
             open_connection,
             account,
-            self._tls_context(settings),
+            account_tls_context(account, settings.smtp_ca_file),
             timeout=settings.smtp_timeout,
             local_hostname=self._hostname,
             token_getter=token_getter_for(account),
         )
         return ConnectionPool(factory, account.pool, slots=slots)
-
-    def _tls_context(self, settings: Settings) -> ssl.SSLContext:
-        key = str(settings.smtp_ca_file) if settings.smtp_ca_file else None
-        if key not in self._tls:
-            self._tls[key] = client_tls_context(settings.smtp_ca_file)
-        return self._tls[key]
 
 
 @lru_cache(maxsize=1024)
