@@ -69,6 +69,8 @@ def init_sentry(settings: Settings) -> bool:
         redis_password = urlsplit(settings.redis_url).password
         if redis_password:
             _secrets.add(redis_password)
+        if settings.unsubscribe.secret is not None:
+            _secrets.add(settings.unsubscribe.secret.get_secret_value())
         if _initialised or sentry_sdk.get_client().is_active():
             return _initialised
         sentry_sdk.init(

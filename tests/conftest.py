@@ -30,6 +30,7 @@ from worker.devserver import DevServer
 USER = "mailer@example.com"
 PASSWORD = "Pw-7f3c9-zebra-QUOKKA"  # distinctive: tests search raw bytes for it
 FROM = "App <app@example.com>"
+UNSUBSCRIBE_SECRET = "test-unsubscribe-secret-7731"  # signs campaign unsubscribe tokens
 REDIS_USER = "mailer"
 REDIS_PASSWORD = "Redis-Pw-Okapi-6620"  # distinctive, like PASSWORD
 
@@ -136,7 +137,7 @@ def environment(
         # A throttled account recovers within seconds; a killed worker's slots within 3 s.
         "THROTTLE_COOLDOWN_SECONDS": "1",
         "CONNECTION_LEASE_SECONDS": "3",
-        "UNSUBSCRIBE_SECRET": "test-unsubscribe-secret-7731",
+        "UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
         "UNSUBSCRIBE_URL": "https://app.example.com/unsubscribe",
         "UNSUBSCRIBE_MAILTO": "unsubscribe@app.example.com",
         # Jobs a killed worker took come back after 20 s; a job the broker lost, after 65 s.

@@ -139,3 +139,33 @@ def test_stats_counts_outcomes_across_workers(
     assert set(report) == {"accounts", "queued", "deferred", "dead"}
     table = mailworker("stats", env={})
     assert table.returncode == 0 and "implicit" in table.stdout and "suppressed" in table.stdout
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_json_output_for_scripts(environment: dict[str, str]) -> None:
+    """Every command a script would call speaks JSON on request, with the same exit codes."""
+    sent = mailworker(
+        "send", "--to", "ann@example.com", "--subject", "J", "--text", "x", "--json", env={}
+    )
+    assert sent.returncode == 0, sent.stderr
+    job_id = json.loads(sent.stdout)["job_id"]
+    assert wait_for_status(job_id, "sent")["state"] == "sent"
+
+    checked = mailworker("check", "default", "badpass", "--json", env={})
+    assert checked.returncode == 1  # one account is broken: the exit code still says so
+    reports = {r["account"]: r for r in json.loads(checked.stdout)}
+    assert reports["default"]["ok"] and reports["default"]["tls_version"].startswith("TLSv1.")
+    assert not reports["badpass"]["ok"] and "535" in reports["badpass"]["error"]
+    assert PASSWORD not in checked.stdout and "wrong-password" not in checked.stdout
+
+    assert mailworker("suppress", "add", "gone@example.com", env={}).returncode == 0
+    suppressed = mailworker(
+        "suppress", "check", "gone@example.com", "ann@example.com", "--json", env={}
+    )
+    assert suppressed.returncode == 1
+    assert [(x["address"], x["suppressed"]) for x in json.loads(suppressed.stdout)] == [
+        ("gone@example.com", True),
+        ("ann@example.com", False),
+    ]
+    missing = mailworker("campaign", "pause", "no-such-campaign", "--json", env={})
+    assert missing.returncode == 1 and "no campaign" in missing.stderr

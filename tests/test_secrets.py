@@ -22,7 +22,7 @@ import redis as redis_lib
 from settings import SettingsError, load_settings
 from tasks import status
 from tasks.validation import build_job
-from tests.conftest import REDIS_PASSWORD, USER
+from tests.conftest import REDIS_PASSWORD, UNSUBSCRIBE_SECRET, USER
 from tests.helpers import send_elsewhere, worker_process
 from tests.sentry_sink import SentrySink
 from tests.test_cli import mailworker
@@ -48,7 +48,7 @@ SEND_COMMAND = (
 
 def _needles() -> list[bytes]:
     """The secrets, and the forms they take on the wire (AUTH PLAIN and LOGIN are base64)."""
-    plain = [SMTP_PASSWORD, WRONG_PASSWORD, REDIS_PASSWORD]
+    plain = [SMTP_PASSWORD, WRONG_PASSWORD, REDIS_PASSWORD, UNSUBSCRIBE_SECRET]
     encoded = [base64.b64encode(p.encode()).decode() for p in plain[:2]]
     encoded += [base64.b64encode(f"\0{USER}\0{p}".encode()).decode() for p in plain[:2]]
     return [n.encode() for n in plain + encoded]

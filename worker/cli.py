@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -60,6 +61,7 @@ def main() -> None:
 @click.option("--cc", multiple=True, help="Cc recipient; repeat for more.")
 @click.option("--bcc", multiple=True, help="Bcc recipient; repeat for more.")
 @click.option("--account", default="default", show_default=True, help="SMTP account name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def send(
     to: tuple[str, ...],
     subject: str,
@@ -69,6 +71,7 @@ def send(
     cc: tuple[str, ...],
     bcc: tuple[str, ...],
     account: str,
+    as_json: bool,
 ) -> None:
     """Queue one message and print its job id."""
     from tasks import InvalidEmail, QueueUnavailable, send_email
@@ -88,12 +91,13 @@ def send(
         _fail(str(exc))
     except QueueUnavailable as exc:
         _fail(str(exc), EXIT_FAILED)
-    click.echo(result.id)
+    click.echo(json.dumps({"job_id": result.id}) if as_json else result.id)
 
 
 @main.command()
 @click.argument("accounts", nargs=-1)
-def check(accounts: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def check(accounts: tuple[str, ...], as_json: bool) -> None:
     """Connect to each account (TLS, AUTH, QUIT) and say what was found.
 
     With no ACCOUNTS, checks every configured account. Exits 1 if any check fails.
@@ -105,6 +109,7 @@ def check(accounts: tuple[str, ...]) -> None:
     if not names:
         _fail("no SMTP account configured: set SMTP_URL (e.g. smtp+starttls://user:pass@host:587)")
     failed = False
+    reports = []
     for name in names:
         try:
             account = settings.account(name)
@@ -112,6 +117,9 @@ def check(accounts: tuple[str, ...]) -> None:
             _fail(str(exc))
         report = asyncio.run(check_account(account, settings))
         failed |= not report.ok
+        reports.append(asdict(report))
+        if as_json:
+            continue
         mark = "[green]ok[/]" if report.ok else "[red]FAILED[/]"
         console.print(f"[bold]{name}[/] ({account.address}, {account.security}): {mark}")
         rows = [
@@ -127,6 +135,8 @@ def check(accounts: tuple[str, ...]) -> None:
         for label, value in rows:
             if value:
                 console.print(f"  {label:>17}: {value}", highlight=False)
+    if as_json:
+        click.echo(json.dumps(reports, indent=2))
     sys.exit(EXIT_FAILED if failed else 0)
 
 
@@ -136,7 +146,6 @@ def check(accounts: tuple[str, ...]) -> None:
 def doctor(offline: bool, as_json: bool) -> None:
     """Run every check: Redis, each SMTP account (TLS, AUTH), campaign settings, and the
     SPF / DMARC records of the From domain. Exits 1 if anything is broken."""
-    from dataclasses import asdict
 
     from worker.doctor import run_doctor
 
@@ -381,6 +390,7 @@ def campaign() -> None:
 @click.option(
     "--max-queued-batches", default=50, show_default=True, help="Pace: batches waiting at most."
 )
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def campaign_start(
     csv_file: str,
     subject: str,
@@ -393,6 +403,7 @@ def campaign_start(
     send_at: Any,
     chunk_size: int,
     max_queued_batches: int,
+    as_json: bool,
 ) -> None:
     """Queue a campaign to every row of CSV_FILE (an 'email' column; other columns are
     template variables) and print its id."""
@@ -431,7 +442,7 @@ def campaign_start(
             )
         except (CampaignError, SettingsError) as exc:
             _fail(f"{exc}; nothing was queued" if isinstance(exc, CampaignError) else str(exc))
-    click.echo(result)
+    click.echo(json.dumps({"campaign_id": result}) if as_json else result)
 
 
 @campaign.command("status")
@@ -483,26 +494,29 @@ def _finished(record: dict[str, Any]) -> bool:
 
 @campaign.command("pause")
 @click.argument("campaign_id")
-def campaign_pause(campaign_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def campaign_pause(campaign_id: str, as_json: bool) -> None:
     """Stop sending; batches wait (in Redis) until resume."""
-    _campaign_control(campaign_id, "pause")
+    _campaign_control(campaign_id, "pause", as_json)
 
 
 @campaign.command("resume")
 @click.argument("campaign_id")
-def campaign_resume(campaign_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def campaign_resume(campaign_id: str, as_json: bool) -> None:
     """Continue a paused campaign."""
-    _campaign_control(campaign_id, "resume")
+    _campaign_control(campaign_id, "resume", as_json)
 
 
 @campaign.command("cancel")
 @click.argument("campaign_id")
-def campaign_cancel(campaign_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def campaign_cancel(campaign_id: str, as_json: bool) -> None:
     """Send nothing more for this campaign (what was sent stays sent)."""
-    _campaign_control(campaign_id, "cancel")
+    _campaign_control(campaign_id, "cancel", as_json)
 
 
-def _campaign_control(campaign_id: str, action: str) -> None:
+def _campaign_control(campaign_id: str, action: str, as_json: bool) -> None:
     from tasks import campaign as campaigns
 
     _settings()
@@ -510,7 +524,10 @@ def _campaign_control(campaign_id: str, action: str) -> None:
         getattr(campaigns, action)(campaign_id)
     except KeyError:
         _fail(f"no campaign {campaign_id}", EXIT_FAILED)
-    console.print(f"campaign {campaign_id}: {action} done")
+    if as_json:
+        click.echo(json.dumps({"campaign_id": campaign_id, "action": action, "ok": True}))
+    else:
+        console.print(f"campaign {campaign_id}: {action} done")
 
 
 @main.group()
@@ -543,15 +560,23 @@ def suppress_remove(addresses: tuple[str, ...]) -> None:
 
 @suppress.command("check")
 @click.argument("addresses", nargs=-1, required=True)
-def suppress_check(addresses: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def suppress_check(addresses: tuple[str, ...], as_json: bool) -> None:
     """Say for each address whether it is suppressed, and why. Exits 1 if any is."""
     from tasks.ledger import SUPPRESSED
     from tasks.redis_client import get_redis
 
     _settings()
     reasons = get_redis().hmget(SUPPRESSED, [a.lower() for a in addresses])
+    if as_json:
+        found = [
+            {"address": a, "suppressed": bool(r), "reason": r}
+            for a, r in zip(addresses, reasons, strict=True)
+        ]
+        click.echo(json.dumps(found, indent=2))
     for address, reason in zip(addresses, reasons, strict=True):
-        console.print(f"{address}: " + (f"suppressed ({reason})" if reason else "ok"))
+        if not as_json:
+            console.print(f"{address}: " + (f"suppressed ({reason})" if reason else "ok"))
     sys.exit(EXIT_FAILED if any(reasons) else 0)
 
 
