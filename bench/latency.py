@@ -19,14 +19,13 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.limiter import send_round
 from settings import Settings, SmtpAccount, load_settings
 from worker.connection import open_connection
 from worker.runtime import Runtime
-from worker.tls import client_tls_context
+from worker.tls import account_tls_context
 
 
 def main() -> None:
@@ -56,13 +55,21 @@ def main() -> None:
         userinfo = sink.netloc.rpartition("@")[0]
         query = f"max_connections={args.connections}&max_messages=100000&idle_check=60"
         proxied = sink._replace(netloc=f"{userinfo}@127.0.0.1:{port}", query=query)
-        rates = _measure(urlunsplit(proxied), args)
+        settings = load_settings(
+            {
+                **os.environ,
+                "SMTP_URL_PIPED": f"{urlunsplit(proxied)}&pipelining=on",
+                "SMTP_URL_LOCKSTEP": f"{urlunsplit(proxied)}&pipelining=off",
+            }
+        )
+        rates = _measure(settings, args)
+        noop_rtt = _noop_round_trip(settings.account("piped"), settings)
     finally:
         proxy.terminate()
         proxy.wait(10)
     rtt = 2 * args.delay
     ideal = args.connections / (2 * rtt)
-    measured_ideal = args.connections / (2 * rates["noop_rtt"])
+    measured_ideal = args.connections / (2 * noop_rtt)
     piped, lockstep = statistics.median(rates["piped"]), statistics.median(rates["lockstep"])
     print(
         json.dumps(
@@ -76,30 +83,23 @@ def main() -> None:
                 ),
                 "ideal": ideal,
                 "of_ideal": piped / ideal,
-                "measured_rtt_ms": rates["noop_rtt"] * 1000,
+                "measured_rtt_ms": noop_rtt * 1000,
                 "of_measured_ideal": piped / measured_ideal,
             }
         )
     )
 
 
-def _measure(base: str, args: argparse.Namespace) -> dict[str, Any]:
-    settings = load_settings(
-        {
-            **os.environ,
-            "SMTP_URL_PIPED": f"{base}&pipelining=on",
-            "SMTP_URL_LOCKSTEP": f"{base}&pipelining=off",
-        }
-    )
+def _measure(settings: Settings, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Messages/s per round for each account, the two alternating round by round."""
     runtime = Runtime()
-    rates: dict[str, Any] = {"piped": [], "lockstep": []}
+    rates: dict[str, list[float]] = {"piped": [], "lockstep": []}
     try:
         for account in rates:  # open and warm every connection first
             send_round(runtime, settings, account, args.connections * 2)
         for _ in range(args.rounds):
             for account in rates:
                 rates[account].append(send_round(runtime, settings, account, args.messages))
-        rates["noop_rtt"] = _noop_round_trip(settings.account("piped"), settings)
     finally:
         runtime.close()
     return rates
@@ -109,7 +109,7 @@ def _noop_round_trip(account: SmtpAccount, settings: Settings, samples: int = 21
     """The round trip a session really sees through the proxy: the median NOOP, in seconds."""
 
     async def measure() -> float:
-        context = client_tls_context(settings.smtp_ca_file)
+        context = account_tls_context(account, settings.smtp_ca_file)
         smtp = await open_connection(account, context, timeout=settings.smtp_timeout)
         times = []
         for _ in range(samples):

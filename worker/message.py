@@ -25,7 +25,8 @@ from worker.headers import address_list, header_block, mailbox, unstructured
 # when an address needs it, and then headers may carry raw UTF-8.
 _ASCII_POLICY = policy.SMTP.clone(cte_type="7bit")
 _UTF8_POLICY = policy.SMTPUTF8.clone(cte_type="7bit")
-_FOLD_AT = 78
+# The stdlib sends a text body as 7bit only if no line is longer than this (78).
+_LINE_LENGTH = _ASCII_POLICY.max_line_length
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,7 @@ def _simple_body(job: EmailJob) -> bytes | None:
     """
     if job.attachments:
         return None
-    parts = [(job.text, "plain"), (job.html, "html")] if job.text is not None else []
-    parts = [(content, subtype) for content, subtype in parts if content is not None]
-    if not parts:
-        parts = [(job.html or "", "html")]
-    encoded = [_text_part(content, subtype) for content, subtype in parts]
+    encoded = [_text_part(content, subtype) for content, subtype in _bodies(job)]
     if len(encoded) == 1:
         return b"MIME-Version: 1.0\r\n" + encoded[0]
     boundary = f"=_mailworker_{job.id.replace('-', '')}"
@@ -113,13 +110,20 @@ def _simple_body(job: EmailJob) -> bytes | None:
     )
 
 
+def _bodies(job: EmailJob) -> list[tuple[str, str]]:
+    """(content, subtype) of each alternative, preferred last: text, then HTML if both."""
+    if job.text is None:
+        return [(job.html or "", "html")]
+    return [(job.text, "plain")] + ([(job.html, "html")] if job.html is not None else [])
+
+
 def _text_part(content: str, subtype: str) -> bytes:
     lines = content.encode("utf-8").splitlines()
-    if all(len(line) <= _FOLD_AT for line in lines) and content.isascii():
+    if all(len(line) <= _LINE_LENGTH for line in lines) and content.isascii():
         cte, payload = "7bit", b"\r\n".join(lines) + b"\r\n"
     else:
         normal = (b"\n".join(lines) + b"\n").decode("latin-1")
-        encoded = quoprimime.body_encode(normal, _FOLD_AT - 2)  # RFC 2045: lines <= 76
+        encoded = quoprimime.body_encode(normal, _LINE_LENGTH - 2)  # RFC 2045: lines <= 76
         cte, payload = "quoted-printable", encoded.encode("ascii").replace(b"\n", b"\r\n")
     return (
         f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
@@ -131,12 +135,10 @@ def _text_part(content: str, subtype: str) -> bytes:
 def _mime_body(job: EmailJob, policy_: Policy) -> bytes:
     """Bodies with attachments: the stdlib's MIME machinery, our header block on top."""
     message = EmailMessage(policy=_ASCII_POLICY)
-    if job.text is not None:
-        message.set_content(job.text)
-        if job.html is not None:
-            message.add_alternative(job.html, subtype="html")
-    else:
-        message.set_content(job.html or "", subtype="html")
+    (content, subtype), *alternatives = _bodies(job)
+    message.set_content(content, subtype=subtype)
+    for content, subtype in alternatives:
+        message.add_alternative(content, subtype=subtype)
     for attachment in job.attachments:
         maintype, _, subtype = attachment.mimetype.partition("/")
         message.add_attachment(

@@ -161,7 +161,10 @@ async def _pipelined(
         options.insert(0, f"SIZE={len(message)}")
 
     commands = [
-        b" ".join([b"MAIL FROM:" + quote_address(sender).encode(encoding), *_ascii(options)])
+        b" ".join(
+            [b"MAIL FROM:" + quote_address(sender).encode(encoding)]
+            + [option.encode("ascii") for option in options]
+        )
     ]
     commands += [b"RCPT TO:" + quote_address(r).encode(encoding) for r in recipients]
     commands.append(b"DATA")
@@ -209,7 +212,3 @@ async def _send_content(
         protocol._response_pending = True
         protocol.write(body + b".\r\n")
         return await protocol.read_response(timeout)
-
-
-def _ascii(options: Sequence[str]) -> list[bytes]:
-    return [option.encode("ascii") for option in options]
