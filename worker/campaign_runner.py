@@ -26,10 +26,12 @@ from tasks.deferred import stage_defer
 from tasks.ledger import SUPPRESSED, lock_remaining, stage_hold, stage_let_go, suppress
 from tasks.redis_client import get_redis, lua
 from tasks.sentry import report
-from worker.classify import Decision, classify_error, classify_reply
+from worker.classify import Verdict, classify_error
 from worker.delivery import DeliveryReport
 from worker.errors import Backpressure, DeliveryError, RateLimited
-from worker.pause import pause_account, paused_until
+from worker.outcome import Fate, plan
+from worker.pause import pause_account, paused_until, stage_held
+from worker.ratelimit import slow_down
 from worker.retry import next_retry_at
 from worker.runtime import get_runtime
 
@@ -53,6 +55,7 @@ class BatchOutcome:
     retry: list[Recipient] = field(default_factory=list)  # spends an attempt
     wait: list[Recipient] = field(default_factory=list)  # rate limit, pause: does not
     wait_until: float = 0.0
+    held: bool = False  # the wait is an account pause (`mailworker resume` ends it)
     retry_hint: float | None = None
 
 
@@ -111,12 +114,12 @@ class BatchRun:
         if state == "cancelled":
             self._count(cancelled=len(recipients), deferred=-waiting)
             return {"state": "cancelled"}
-        if state == "paused":
-            self._requeue(recipients, time.time() + 2, spend_attempt=False, waiting=waiting)
+        if state == "paused":  # the marketer's hold: no age limit
+            self._requeue(recipients, time.time() + 2, waiting=waiting, ages=False)
             return {"state": "paused"}
         pause = paused_until(self.account, client=self.client)
         if pause is not None:  # the account's password or quota is being fixed: wait
-            self._requeue(recipients, pause[0], spend_attempt=False, waiting=waiting)
+            self._requeue(recipients, pause[0], waiting=waiting, held=True)
             return {"state": "deferred", "reason": f"account {self.account!r} paused"}
         return None
 
@@ -132,7 +135,7 @@ class BatchRun:
         held, *bits, flags = pipe.execute()
         if not held:
             wait = lock_remaining(batch["id"], client=self.client) + 1
-            self._requeue(recipients, time.time() + wait, spend_attempt=False, waiting=waiting)
+            self._requeue(recipients, time.time() + wait, waiting=waiting)
             return None
         pending = []
         for recipient, bit, flag in zip(recipients, bits, flags, strict=True):
@@ -180,11 +183,12 @@ class BatchRun:
     def _settle(self, recipient: Recipient, result: DeliveryReport | BaseException) -> None:
         index, address, _ = recipient
         outcome = self.outcome
+        whole_message = False
         if isinstance(result, DeliveryReport):
             if result.accepted:
                 return  # marked and counted the moment the server said 250
             refusal = next(iter(result.refused.values()))
-            verdict = classify_reply(refusal.code, refusal.message, stage="rcpt")
+            verdict = refusal.verdict
             reason = f"{refusal.code} {refusal.message}"
         elif isinstance(result, RateLimited | Backpressure):
             outcome.wait.append(recipient)
@@ -192,21 +196,32 @@ class BatchRun:
             outcome.wait_until = max(outcome.wait_until, time.time() + wait)
             return
         elif isinstance(result, DeliveryError):
-            verdict, reason = classify_error(result), str(result)
+            verdict, reason, whole_message = classify_error(result), str(result), True
         else:
             log.error("batch %s: unexpected error", self.batch["id"], exc_info=result)
             outcome.retry.append(recipient)
             return
-        if verdict.decision is Decision.BOUNCE:
+        self._apply(recipient, verdict, reason, whole_message)
+
+    def _apply(
+        self, recipient: Recipient, verdict: Verdict, reason: str, whole_message: bool
+    ) -> None:
+        """The same plan as a transactional job's (worker.outcome), per campaign recipient."""
+        index, address, _ = recipient
+        outcome, chosen = self.outcome, plan(verdict, whole_message=whole_message)
+        if chosen.slow_down:
+            slow_down(self.account, self.settings.limiter.throttle_cooldown)
+        if chosen.fate is Fate.BOUNCED:
             suppress(address, f"hard bounce: {reason}", client=self.client)
             outcome.failed[index] = f"bounced: {reason}"
-        elif verdict.decision is Decision.INVALID_MESSAGE:
+        elif chosen.fate is Fate.FAILED:
             outcome.failed[index] = f"refused: {reason}"
-        elif verdict.decision is Decision.ACCOUNT:
+        elif chosen.fate is Fate.WAIT:
             seconds = max(self.settings.account_pause_seconds, verdict.retry_after or 0)
             until, _ = pause_account(self.account, seconds, reason, client=self.client)
             outcome.wait.append(recipient)
             outcome.wait_until = max(outcome.wait_until, until)
+            outcome.held = True
         else:
             outcome.retry.append(recipient)
             if verdict.retry_after:
@@ -228,8 +243,14 @@ class BatchRun:
                     outcome.failed[index] = f"gave up after {attempt} attempts"
             else:
                 self._stage_requeue(pipe, outcome.retry, retry_due, attempt + 1, ".r")
+        if outcome.wait and self._too_old(outcome.wait_until):
+            for index, *_ in outcome.wait:
+                outcome.failed[index] = "waited longer than RETRY_MAX_AGE"
+            outcome.wait = []
         if outcome.wait:
-            self._stage_requeue(pipe, outcome.wait, outcome.wait_until, attempt, ".w")
+            self._stage_requeue(
+                pipe, outcome.wait, outcome.wait_until, attempt, ".w", held=outcome.held
+            )
         deferred = (len(outcome.retry) if retry_due else 0) + len(outcome.wait)
         self._stage_count(
             pipe,
@@ -259,16 +280,39 @@ class BatchRun:
             )
 
     def _requeue(
-        self, recipients: list[Recipient], due: float, *, spend_attempt: bool, waiting: int
+        self,
+        recipients: list[Recipient],
+        due: float,
+        *,
+        waiting: int,
+        held: bool = False,
+        ages: bool = True,
     ) -> None:
+        """Wait without spending an attempt; a wait past RETRY_MAX_AGE fails them instead."""
         pipe = self.client.pipeline(transaction=True)
-        attempt = self.batch.get("attempt", 1) + (1 if spend_attempt else 0)
-        self._stage_requeue(pipe, recipients, due, attempt, ".w")
-        self._stage_count(pipe, deferred=len(recipients) - waiting)
+        if ages and self._too_old(due):
+            failed = {index: "waited longer than RETRY_MAX_AGE" for index, *_ in recipients}
+            pipe.hset(campaign_key(self.campaign, "errors"), mapping=failed)
+            self._stage_count(pipe, failed=len(recipients), deferred=-waiting)
+        else:
+            attempt = self.batch.get("attempt", 1)
+            self._stage_requeue(pipe, recipients, due, attempt, ".w", held=held)
+            self._stage_count(pipe, deferred=len(recipients) - waiting)
         pipe.execute()
 
+    def _too_old(self, due: float) -> bool:
+        created = self.batch.get("created_at")
+        return bool(created) and due - float(created) > self.settings.retry.max_age
+
     def _stage_requeue(
-        self, pipe: Any, recipients: list[Recipient], due: float, attempt: int, suffix: str
+        self,
+        pipe: Any,
+        recipients: list[Recipient],
+        due: float,
+        attempt: int,
+        suffix: str,
+        *,
+        held: bool = False,
     ) -> None:
         base = self.batch["id"].split(".")[0]
         retry = {
@@ -280,6 +324,8 @@ class BatchRun:
             "recipients": recipients,
         }
         stage_defer(pipe, retry["id"], retry, due, self.queue, task=SEND_BATCH_TASK)
+        if held:  # `mailworker resume` makes it due at once
+            stage_held(pipe, self.account, retry["id"], due)
 
     def _count(self, **counts: int) -> None:
         pipe = self.client.pipeline(transaction=False)

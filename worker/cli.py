@@ -264,8 +264,9 @@ def resume(account: str) -> None:
     from worker.pause import resume_account
 
     _settings()
-    lifted = resume_account(account)
-    console.print(f"account {account!r} " + ("resumed" if lifted else "was not paused"))
+    lifted, released = resume_account(account)
+    state = "resumed" if lifted else "was not paused"
+    console.print(f"account {account!r} {state}; {released} held job(s) are due now")
 
 
 @main.command()

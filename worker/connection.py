@@ -15,6 +15,7 @@ import aiosmtplib
 from settings import SmtpAccount
 from worker.errors import AccountProblem, TlsUnavailable, translate
 from worker.pipelining import enable_pipelining
+from worker.stage import Stage
 
 # Returns an OAuth2 access token; ``refresh=True`` asks for a new one (after a 535).
 TokenGetter = Callable[[bool], Awaitable[str]]
@@ -39,12 +40,14 @@ async def open_connection(
         local_hostname=local_hostname,
     )
     # One deadline for connect + TLS + AUTH together, not only per socket operation.
+    stage = Stage.CONNECT  # what a failure answered: the decision depends on it
     async with asyncio.timeout(timeout):
         try:
             await smtp.connect()
             if account.pipelining:
                 enable_pipelining(smtp)
             if account.security == "starttls":
+                stage = Stage.EHLO
                 await smtp.ehlo()
                 if not smtp.supports_extension("starttls"):
                     raise TlsUnavailable(
@@ -53,14 +56,17 @@ async def open_connection(
                         f"which {account.variable} (smtp+starttls://) requires; nothing was sent. "
                         "Use the provider's submission port (587 with STARTTLS or 465 with smtps://)",
                     )
+                stage = Stage.STARTTLS
                 await smtp.starttls()
+                stage = Stage.EHLO
                 await smtp.ehlo()
             if account.username is not None:
+                stage = Stage.AUTH
                 await _authenticate(smtp, account, token_getter)
         except BaseException as exc:
             smtp.close()
             if isinstance(exc, Exception):
-                raise translate(exc, account) from exc
+                raise translate(exc, account, stage=stage) from exc
             raise
     return smtp
 

@@ -10,13 +10,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import aiosmtplib
 
 from settings import SmtpAccount
 from settings.dkim import DkimKey
 from tasks.job import EmailJob
-from worker.classify import is_throttle
+from worker.classify import (
+    Decision,
+    Stage,
+    Verdict,
+    classify_error,
+    classify_reply,
+    is_stale_session,
+)
 from worker.errors import PermanentFailure, TransientFailure, translate
 from worker.message import Envelope, build_envelope
 from worker.pipelining import send_transaction
@@ -25,12 +33,18 @@ from worker.pool import ConnectionPool, Session
 
 @dataclass(frozen=True)
 class Refusal:
+    """A server's refusal of one recipient at RCPT."""
+
     code: int
     message: str
 
     @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
+    def verdict(self) -> Verdict:
+        return classify_reply(self.code, self.message, stage=Stage.RCPT)
+
+    @property
+    def too_many_recipients(self) -> bool:
+        return self.verdict.decision is Decision.TOO_MANY_RECIPIENTS
 
 
 @dataclass(frozen=True)
@@ -63,10 +77,13 @@ async def deliver(
 
     Each stage has its own bound: waiting for a pooled session ``acquire_timeout``, opening
     one (connect + TLS + AUTH) ``timeout``, waiting for a rate permit RATE_LIMIT_MAX_SLEEP,
-    and the transaction ``timeout``. ``on_accepted`` records the accepted recipients before
-    anything else happens, so the window in which a crash could lose that fact stays tiny.
+    and the transaction ``timeout``. ``on_accepted`` records each transaction's accepted
+    recipients before anything else happens, so the window in which a crash could lose that
+    fact stays tiny; an error after one transaction was accepted still raises, and the
+    recorded recipients are never sent again.
     """
     envelope = build_envelope(job, dkim_keys=dkim_keys)
+    progress = _Progress(envelope.recipients)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(None) as deadline:
@@ -74,27 +91,53 @@ async def deliver(
             def arm() -> None:
                 deadline.reschedule(loop.time() + timeout)
 
+            send = partial(_send_once, job, account, pool, envelope, progress, pace, arm)
             try:
-                report = await _send_once(job, account, pool, envelope, pace, arm)
+                await send(on_accepted)
             except _StaleSession:
-                # A reused session died under us (idle drop, 421): that attempt never reached
-                # the server's queue, so the message goes out once more on a fresh session.
-                report = await _send_once(
-                    job, account, pool, envelope, pace, arm, allow_stale_retry=False
-                )
+                # A reused session died under us (idle drop, a bare 421): that attempt never
+                # reached the server's queue, so the message goes out once more, fresh.
+                await send(on_accepted, allow_stale_retry=False)
     except TimeoutError as exc:
         raise TransientFailure(
             account.name,
             f"account {account.name!r}: no answer from {account.address} "
             f"within SMTP_TIMEOUT={timeout} s",
         ) from exc
-    if on_accepted is not None and report.accepted:
-        await on_accepted(job.id, report.accepted)
-    return report
+    return DeliveryReport(
+        job.id,
+        account.name,
+        accepted=tuple(progress.accepted),
+        refused=progress.refused,
+        reply=progress.reply,
+    )
 
 
 class _StaleSession(Exception):
     pass
+
+
+@dataclass
+class _Progress:
+    """Who is accepted, refused or still to be tried, across a job's transactions."""
+
+    remaining: tuple[str, ...]
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[str, Refusal] = field(default_factory=dict)
+    reply: str = ""
+
+    def record(self, tried: tuple[str, ...], refused: dict[str, Refusal], reply: str) -> None:
+        """One transaction's result; recipients refused as "too many" stay to be tried."""
+        accepted = [r for r in tried if r not in refused]
+        self.accepted += accepted
+        self.reply = reply or self.reply
+        later = tuple(r for r, refusal in refused.items() if refusal.too_many_recipients)
+        # RFC 5321 4.5.3.1.10: the rest go in another transaction, as long as each one
+        # gets somebody through (a server that takes nobody is not merely counting).
+        self.remaining = later if accepted else ()
+        self.refused.update(
+            {r: refusal for r, refusal in refused.items() if r not in self.remaining}
+        )
 
 
 async def _send_once(
@@ -102,32 +145,41 @@ async def _send_once(
     account: SmtpAccount,
     pool: ConnectionPool,
     envelope: Envelope,
+    progress: _Progress,
     pace: Pace | None,
     arm_deadline: Callable[[], None],
+    on_accepted: OnAccepted | None,
     *,
     allow_stale_retry: bool = True,
-) -> DeliveryReport:
+) -> None:
     async with pool.session() as session:
         if pace is not None:
             await pace()
         arm_deadline()
-        try:
-            refused, reply = await _transaction(session, envelope, account)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refused = {e.recipient: Refusal(e.code, e.message) for e in exc.recipients}
-            return DeliveryReport(job.id, account.name, accepted=(), refused=refused)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException) as exc:
-            if allow_stale_retry and session.reused and _session_lost(exc):
-                raise _StaleSession from exc
-            raise translate(exc, account) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise translate(exc, account) from exc
-    accepted = tuple(r for r in envelope.recipients if r not in refused)
-    return DeliveryReport(job.id, account.name, accepted=accepted, refused=refused, reply=reply)
+        first = True
+        while progress.remaining:
+            tried = progress.remaining
+            try:
+                refused, reply = await _transaction(session, envelope, tried, account)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refused = {e.recipient: Refusal(e.code, e.message) for e in exc.recipients}
+                reply = ""
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                error = translate(exc, account)
+                stale = allow_stale_retry and first and session.reused
+                if stale and is_stale_session(classify_error(error)):
+                    raise _StaleSession from exc
+                raise error from exc
+            first = False
+            before = len(progress.accepted)
+            progress.record(tried, refused, reply)
+            accepted = tuple(progress.accepted[before:])
+            if on_accepted is not None and accepted:
+                await on_accepted(job.id, accepted)
 
 
 async def _transaction(
-    session: Session, envelope: Envelope, account: SmtpAccount
+    session: Session, envelope: Envelope, recipients: tuple[str, ...], account: SmtpAccount
 ) -> tuple[dict[str, Refusal], str]:
     smtp = session.smtp
     options = []
@@ -140,17 +192,6 @@ async def _transaction(
             )
         options.append("SMTPUTF8")
     refused, reply = await send_transaction(
-        smtp, envelope.sender, envelope.recipients, envelope.data, mail_options=options
+        smtp, envelope.sender, recipients, envelope.data, mail_options=options
     )
     return {r: Refusal(resp.code, resp.message) for r, resp in refused.items()}, reply
-
-
-def _session_lost(exc: Exception) -> bool:
-    """Did a reused session die of old age (worth one more try now), not of throttling?"""
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        return True
-    return (
-        isinstance(exc, aiosmtplib.SMTPResponseException)
-        and exc.code == 421
-        and not is_throttle(exc.code, exc.message)
-    )

@@ -20,17 +20,25 @@ import ssl
 import aiosmtplib
 
 from settings import SmtpAccount
+from worker.stage import Stage
 
 
 class DeliveryError(Exception):
     """Sending failed. ``str()`` explains what happened and what to do."""
 
     def __init__(
-        self, account: str, message: str, *, code: int | None = None, reply: str = ""
+        self,
+        account: str,
+        message: str,
+        *,
+        code: int | None = None,
+        reply: str = "",
+        stage: Stage = Stage.END_OF_DATA,
     ) -> None:
         self.account = account
         self.code = code
         self.reply = reply
+        self.stage = stage  # what the reply answered (worker.classify decides by it)
         super().__init__(message)
 
 
@@ -72,10 +80,32 @@ class RateLimited(Exception):
         )
 
 
-def translate(exc: BaseException, smtp_account: SmtpAccount) -> DeliveryError:
-    """Map any exception raised while talking SMTP to one :class:`DeliveryError`."""
+# The stage an aiosmtplib exception type can only come from; others need the caller's word.
+_STAGES: tuple[tuple[type[aiosmtplib.SMTPException], Stage], ...] = (
+    (aiosmtplib.SMTPConnectResponseError, Stage.CONNECT),
+    (aiosmtplib.SMTPHeloError, Stage.EHLO),
+    (aiosmtplib.SMTPAuthenticationError, Stage.AUTH),
+    (aiosmtplib.SMTPSenderRefused, Stage.MAIL),
+    (aiosmtplib.SMTPRecipientRefused, Stage.RCPT),
+    (aiosmtplib.SMTPRecipientsRefused, Stage.RCPT),
+    (aiosmtplib.SMTPDataError, Stage.END_OF_DATA),
+)
+
+
+def translate(
+    exc: BaseException, smtp_account: SmtpAccount, *, stage: Stage | None = None
+) -> DeliveryError:
+    """Map any exception raised while talking SMTP to one :class:`DeliveryError`.
+
+    ``stage`` is what the session was doing; the exception's own type wins where it says.
+    """
     if isinstance(exc, DeliveryError):
         return exc
+    for exc_type, known in _STAGES:
+        if isinstance(exc, exc_type):
+            stage = known
+            break
+    stage = stage or Stage.END_OF_DATA
     account, address = smtp_account.name, smtp_account.address
     certificate_error = _find_cause(exc, ssl.SSLCertVerificationError)
     if certificate_error is not None:
@@ -93,14 +123,16 @@ def translate(exc: BaseException, smtp_account: SmtpAccount) -> DeliveryError:
             f"{smtp_account.variable}",
             code=exc.code,
             reply=exc.message,
+            stage=stage,
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         kind = TransientFailure if 400 <= exc.code < 500 else PermanentFailure
         return kind(
             account,
-            f"account {account!r}: {address} replied {exc.code} {exc.message}",
+            f"account {account!r}: {address} replied {exc.code} {exc.message} (to {stage.value})",
             code=exc.code,
             reply=exc.message,
+            stage=stage,
         )
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = {e.code for e in exc.recipients}
@@ -112,11 +144,13 @@ def translate(exc: BaseException, smtp_account: SmtpAccount) -> DeliveryError:
             f"(first: {first.code} {first.message})",
             code=first.code,
             reply=first.message,
+            stage=stage,
         )
     if isinstance(exc, TimeoutError | ConnectionError | OSError | aiosmtplib.SMTPException):
         return TransientFailure(
             account,
             f"account {account!r}: connection to {address} failed: {type(exc).__name__}: {exc}",
+            stage=stage,
         )
     raise exc
 

@@ -26,7 +26,7 @@ from tasks.redis_client import KEY_PREFIX, get_redis
 
 log = logging.getLogger("mailworker.metrics")
 
-OUTCOMES = ("sent", "deferred", "bounced", "dead", "suppressed")
+OUTCOMES = ("sent", "deferred", "bounced", "failed", "dead", "suppressed")
 
 MESSAGES = Counter("mailworker_messages", "Jobs and recipients by outcome", ["account", "outcome"])
 SEND_SECONDS = Histogram(

@@ -1,10 +1,12 @@
 """Paused accounts: an account whose credentials or quota failed stops sending, cluster-wide.
 
-    mailworker:paused:<account>   HASH {until, reason}, expiring at ``until``
+    mailworker:paused:<account>            HASH {until, reason}, expiring at ``until``
+    mailworker:{deferred}:held:<account>   ZSET job id -> pause end, expiring an hour after it
 
-While paused, its jobs wait in the deferred set (their retry budget untouched) instead of
-burning through the queue with the same 535. ``mailworker resume ACCOUNT`` lifts a pause
-early, e.g. right after the password was fixed.
+While paused, its jobs wait in the deferred set (their retry budget untouched, RETRY_MAX_AGE
+still counting) instead of burning through the queue with the same 535, and each is noted in
+the account's held set. ``mailworker resume ACCOUNT`` (or :func:`resume_account`) lifts a
+pause early, e.g. right after the password was fixed, and makes every held job due at once.
 """
 
 from __future__ import annotations
@@ -14,11 +16,35 @@ import time
 
 import redis
 
-from tasks.redis_client import KEY_PREFIX, get_redis
+from tasks.deferred import DUE
+from tasks.redis_client import KEY_PREFIX, get_redis, lua
+
+_HELD_GRACE = 3600  # the held set outlives the pause by this much, then expires
+
+# Every held job still waiting in the deferred set becomes due now; the held set goes.
+_RELEASE_HELD = """
+local released = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  released = released + redis.call('ZADD', KEYS[2], 'XX', 'CH', ARGV[1], id)
+end
+redis.call('DEL', KEYS[1])
+return released
+"""
 
 
 def pause_key(account: str) -> str:
     return f"{KEY_PREFIX}paused:{account}"
+
+
+def held_key(account: str) -> str:
+    # {deferred}: the same Redis Cluster slot as the deferred set, for _RELEASE_HELD.
+    return f"{KEY_PREFIX}{{deferred}}:held:{account}"
+
+
+def stage_held(pipe: redis.client.Pipeline, account: str, job_id: str, until: float) -> None:
+    """Note, in the caller's transaction, that ``job_id`` waits for ``account``'s pause."""
+    pipe.zadd(held_key(account), {job_id: until})
+    pipe.expire(held_key(account), max(1, math.ceil(until - time.time())) + _HELD_GRACE)
 
 
 def pause_account(
@@ -49,5 +75,9 @@ def read_pause(record: dict[str, str]) -> tuple[float, str] | None:
     return float(record["until"]), record.get("reason", "")
 
 
-def resume_account(account: str, *, client: redis.Redis | None = None) -> bool:
-    return bool((client or get_redis()).delete(pause_key(account)))
+def resume_account(account: str, *, client: redis.Redis | None = None) -> tuple[bool, int]:
+    """Lift ``account``'s pause and make its held jobs due now: ``(was paused, jobs released)``."""
+    client = client or get_redis()
+    lifted = bool(client.delete(pause_key(account)))
+    released = lua(client, _RELEASE_HELD)(keys=[held_key(account), DUE], args=[time.time()])
+    return lifted, int(released)

@@ -32,6 +32,7 @@ from aiosmtplib.response import SMTPResponse
 _START_INPUT = 354
 _COMPLETED = 250
 _WILL_FORWARD = 251
+_CLOSING = 421  # service not available, closing the channel
 # Replies a pipelined batch may hold: MAIL + recipients + DATA, each up to one long reply.
 _MAX_BUFFER = 64 * MAX_RESPONSE_LENGTH
 
@@ -174,7 +175,7 @@ async def _pipelined(
     if mail_reply.code != _COMPLETED:
         raise aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
     if len(replies) < len(commands):
-        raise aiosmtplib.SMTPServerDisconnected("Connection lost in a pipelined transaction")
+        raise _cut_short(recipients, rcpt_replies)
     refused = {
         recipient: reply
         for recipient, reply in zip(recipients, rcpt_replies, strict=True)
@@ -197,6 +198,17 @@ async def _pipelined(
     if final.code != _COMPLETED:
         raise aiosmtplib.SMTPDataError(final.code, final.message)
     return refused, final.message
+
+
+def _cut_short(
+    recipients: Sequence[str], rcpt_replies: Sequence[SMTPResponse]
+) -> aiosmtplib.SMTPException:
+    """The server closed after answering part of the group (Postfix answers 421 to a RCPT and
+    closes): the replies that did arrive are judged as lock-step would judge them."""
+    for recipient, reply in zip(recipients, rcpt_replies, strict=False):
+        if reply.code == _CLOSING:
+            return aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+    return aiosmtplib.SMTPServerDisconnected("Connection lost in a pipelined transaction")
 
 
 async def _send_content(

@@ -1,7 +1,8 @@
 """The Celery adapter: decode the job, run the pipeline, turn the outcome into a state.
 
     suppression / sent-ledger check → paused account? → deliver (rate limit, pooled send) →
-    classify each reply → sent | deferred (retry, paused account, quota) | dead-lettered
+    classify each reply (worker.classify) → plan it (worker.outcome) →
+    sent | deferred (retry, paused account, quota) | dead-lettered
 
 A job never ends silently. Recipients that got a 250 go into the sent-ledger before
 anything else, so a redelivered or retried job never sends them a second copy; retries go
@@ -35,12 +36,13 @@ from tasks.ledger import (
 from tasks.redis_client import get_redis
 from tasks.sentry import report
 from tasks.status import State, stage_status
-from worker.classify import Decision, Verdict, classify_error, classify_reply, enhanced_code
+from worker.classify import Verdict, account_advice, classify_error, enhanced_code
 from worker.delivery import DeliveryReport
 from worker.errors import Backpressure, DeliveryError, RateLimited
 from worker.failing import note_transient, stage_recovered
 from worker.metrics import SEND_SECONDS, stage_counts
-from worker.pause import pause_account, pause_key, read_pause
+from worker.outcome import Fate, plan
+from worker.pause import pause_account, pause_key, read_pause, stage_held
 from worker.ratelimit import slow_down
 from worker.retry import next_retry_at
 from worker.runtime import get_runtime
@@ -54,13 +56,15 @@ class Outcome:
     """Per-recipient bookkeeping for one attempt."""
 
     sent: set[str] = field(default_factory=set)
-    bounced: dict[str, str] = field(default_factory=dict)
+    bounced: dict[str, str] = field(default_factory=dict)  # suppressed, now or before
+    failed: dict[str, str] = field(default_factory=dict)  # this message only, not suppressed
     retry: dict[str, Verdict] = field(default_factory=dict)
 
     def recipients(self, pending: tuple[str, ...]) -> dict[str, str]:
         states = {r: "pending" for r in pending}
         states.update({r: "sent" for r in self.sent})
         states.update({r: f"bounced {why}" for r, why in self.bounced.items()})
+        states.update({r: f"failed {why}" for r, why in self.failed.items()})
         return states
 
 
@@ -78,7 +82,7 @@ def run_job(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     except UndecodableJob as exc:
         kept = payload if isinstance(payload, dict) else None
         bury_undecodable(str(task.request.id), str(exc), queue, kept)
-        return {"state": "dead", "reason": str(exc)}
+        return {"state": "dead", "failure": "undecodable", "job_id": str(task.request.id)}
     return JobRun(job, queue, get_settings()).run()
 
 
@@ -145,7 +149,10 @@ class JobRun:
             return self._finish()  # redelivered after a crash, or everyone suppressed
         if pause is not None:
             return self._defer(
-                pause[0], f"account {job.account!r} paused: {pause[1]}", consume_attempt=False
+                pause[0],
+                f"account {job.account!r} paused: {pause[1]}",
+                consume_attempt=False,
+                held_by_pause=True,
             )
         started = time.monotonic()
         try:
@@ -175,20 +182,26 @@ class JobRun:
         self.outcome.sent.update(report.accepted)
         account_trouble: Verdict | None = None
         for recipient, refusal in report.refused.items():
-            verdict = classify_reply(refusal.code, refusal.message, stage="rcpt")
+            verdict = refusal.verdict
+            chosen = plan(verdict)
+            reason = f"{refusal.code} {refusal.message}"
             self.last_refusal = (refusal.code, refusal.message)
-            self._note_throttle(verdict)
-            if verdict.decision is Decision.BOUNCE:
-                reason = f"{refusal.code} {refusal.message}"
+            if chosen.slow_down:
+                self._slow_down(verdict)
+            if chosen.fate is Fate.BOUNCED:
                 self.outcome.bounced[recipient] = reason
                 suppress(recipient, f"hard bounce: {reason}")
-            elif verdict.decision is Decision.ACCOUNT:
-                account_trouble = verdict
-                self.outcome.retry[recipient] = verdict
+            elif chosen.fate is Fate.FAILED:
+                self.outcome.failed[recipient] = reason
             else:
                 self.outcome.retry[recipient] = verdict
+                if chosen.pause_account:
+                    account_trouble = verdict
         if account_trouble is not None:
-            return self._pause_and_defer(account_trouble, "quota or policy refusal at RCPT")
+            code, message = self.last_refusal or (None, "")
+            return self._pause_and_defer(
+                account_trouble, f"account or sender refused at RCPT: {code} {message}"
+            )
         if self.outcome.retry:
             hint = max((v.retry_after or 0 for v in self.outcome.retry.values()), default=0)
             reason = "; ".join(
@@ -200,18 +213,16 @@ class JobRun:
         return self._finish()
 
     def _whole_message_failed(self, verdict: Verdict, reason: str, reply: str) -> dict[str, Any]:
-        self._note_throttle(verdict)
-        if verdict.decision is Decision.TRANSIENT:
+        chosen = plan(verdict, whole_message=True)
+        if chosen.slow_down:
+            self._slow_down(verdict)
+        if chosen.fate is Fate.RETRY:
             return self._retry(reason, verdict.retry_after, verdict.code, reply)
-        if verdict.decision is Decision.ACCOUNT:
+        if chosen.fate is Fate.WAIT:
             return self._pause_and_defer(verdict, reason)
-        if verdict.decision is Decision.BOUNCE:
-            for recipient in self.job.recipients:
-                if recipient not in self.outcome.sent:
-                    self.outcome.bounced[recipient] = reason
         return self._dead(reason, verdict.code, reply, verdict.decision.value)
 
-    def _note_throttle(self, verdict: Verdict) -> None:
+    def _slow_down(self, verdict: Verdict) -> None:
         if verdict.throttled:
             factor = slow_down(self.job.account, self.settings.limiter.throttle_cooldown)
             log.warning(
@@ -225,11 +236,13 @@ class JobRun:
     def _pause_and_defer(self, verdict: Verdict, reason: str) -> dict[str, Any]:
         seconds = max(self.settings.account_pause_seconds, verdict.retry_after or 0)
         until, new = pause_account(self.job.account, seconds, reason)
-        log.warning("account %s paused for %.0f s: %s", self.job.account, seconds, reason)
+        account = self.settings.accounts.get(self.job.account)
+        fix = account_advice(verdict, self.job.account, account.variable if account else "SMTP_URL")
+        log.warning("account %s paused for %.0f s: %s", self.job.account, seconds, fix)
         if new:
             report(
                 "paused",
-                f"account {self.job.account!r} paused for {seconds:.0f} s: {reason}",
+                f"account {self.job.account!r} paused for {seconds:.0f} s: {reason}. {fix}",
                 account=self.job.account,
                 job_id=self.job.id,
                 smtp_code=verdict.code,
@@ -237,16 +250,20 @@ class JobRun:
                 queue=self.queue,
                 attempt=self.job.attempt,
             )
-        return self._defer(until, reason, consume_attempt=False)
+        return self._defer(until, reason, consume_attempt=False, held_by_pause=True)
 
     def _retry(
         self, reason: str, hint: float | None, code: int | None = None, reply: str = ""
     ) -> dict[str, Any]:
         due = next_retry_at(self.job.attempt, self.job.created_at, self.settings.retry, hint=hint)
         if due is None:
-            return self._dead(
-                f"gave up after {self.job.attempt} attempts: {reason}", code, reply, "exhausted"
-            )
+            gave_up = f"gave up after {self.job.attempt} attempts"
+            self.outcome.failed.update({r: gave_up for r in self.outcome.retry})
+            return self._dead(f"{gave_up}: {reason}", code, reply, "exhausted")
+        if self.outcome.retry and not any(
+            plan(v).note_failing for v in self.outcome.retry.values()
+        ):
+            return self._defer(due, reason, consume_attempt=True)  # the recipients', not ours
         note_transient(
             self.job.account,
             self.settings.observability.failing_after,
@@ -258,9 +275,24 @@ class JobRun:
         return self._defer(due, reason, consume_attempt=True)
 
     def _defer(
-        self, due: float, reason: str, *, consume_attempt: bool, release_lock: bool = True
+        self,
+        due: float,
+        reason: str,
+        *,
+        consume_attempt: bool,
+        release_lock: bool = True,
+        held_by_pause: bool = False,
     ) -> dict[str, Any]:
         job = self.job
+        max_age = self.settings.retry.max_age
+        if not consume_attempt and job.created_at and due - job.created_at > max_age:
+            # A wait that spends no attempt (a pause, a quota) still ends: RETRY_MAX_AGE.
+            return self._dead(
+                f"waited longer than RETRY_MAX_AGE ({max_age:.0f} s): {reason}",
+                self.last_refusal[0] if self.last_refusal else None,
+                self.last_refusal[1] if self.last_refusal else "",
+                "exhausted",
+            )
         retry = replace(
             job,
             attempt=job.attempt + 1 if consume_attempt else job.attempt,
@@ -272,10 +304,11 @@ class JobRun:
             defer_until=due,
             retry=retry,
             release_lock=release_lock,
+            held_by_pause=held_by_pause,
             error=reason,
             next_attempt_at=due,
         )
-        return {"state": "deferred", "reason": reason, "next_attempt_at": due}
+        return self._result("deferred", next_attempt_at=due)
 
     def _dead(self, reason: str, code: int | None, reply: str, failure: str) -> dict[str, Any]:
         job = self.job
@@ -283,7 +316,7 @@ class JobRun:
         if job.idempotency_key is not None:
             release_idempotency_key(job.idempotency_key, job.id)
         self._commit("failed", counts={"dead": 1, **self._refusals()}, error=reason)
-        log.error("job %s dead-lettered: %s", job.id, reason)
+        log.error("job %s dead-lettered (%s)", job.id, failure)
         report(
             failure,
             f"email job dead-lettered ({failure}): {reason}",
@@ -294,12 +327,16 @@ class JobRun:
             queue=self.queue,
             attempt=job.attempt,
         )
-        return {"state": "dead", "reason": reason}
+        return self._result("dead", failure=failure)
 
     def _finish(self) -> dict[str, Any]:
         if self.outcome.sent:
             self._commit("sent", counts={"sent": 1, **self._refusals()})
-            return {"state": "sent"}
+            return self._result("sent")
+        if self.outcome.failed:  # refused for this message, not bounced: worth a look
+            code, reply = self.last_refusal or (None, "")
+            reason = f"every recipient refused: {code} {reply}"
+            return self._dead(reason, code, reply, "refused")
         error = "every recipient bounced or is suppressed"
         self._commit("failed", counts=self._refusals(), error=error)
         if self.last_refusal is not None:  # bounced now, not merely suppressed from before
@@ -314,12 +351,21 @@ class JobRun:
                 queue=self.queue,
                 attempt=self.job.attempt,
             )
-        return {"state": "failed"}
+        return self._result("failed")
+
+    def _result(self, state: str, **fields: str | float) -> dict[str, Any]:
+        """The task's return value, which Flower and result backends show: ids and outcomes,
+        never an address or a server's reply (those stay in the job's status)."""
+        return {"state": state, "job_id": self.job.id, "account": self.job.account, **fields}
 
     def _refusals(self) -> dict[str, int]:
         """Recipients refused for good in this job: bounced now, or suppressed before."""
         suppressed = sum(1 for why in self.outcome.bounced.values() if why == "suppressed")
-        return {"bounced": len(self.outcome.bounced) - suppressed, "suppressed": suppressed}
+        return {
+            "bounced": len(self.outcome.bounced) - suppressed,
+            "suppressed": suppressed,
+            "failed": len(self.outcome.failed),
+        }
 
     def _commit(
         self,
@@ -329,6 +375,7 @@ class JobRun:
         defer_until: float | None = None,
         retry: EmailJob | None = None,
         release_lock: bool = True,
+        held_by_pause: bool = False,
         **fields: str | float,
     ) -> None:
         """The attempt's last word, in one transaction: status, deferred copy, run lock."""
@@ -336,6 +383,8 @@ class JobRun:
         pipe = self.client.pipeline(transaction=True)
         if defer_until is not None and retry is not None:
             stage_defer(pipe, job.id, retry.to_payload(), defer_until, self.queue)
+            if held_by_pause:  # `mailworker resume` makes it due at once
+                stage_held(pipe, job.account, job.id, defer_until)
         else:
             stage_discard(pipe, job.id)  # finished: its watchdog copy must never fire
         stage_status(

@@ -1,0 +1,210 @@
+"""What each kind of reply does to people, accounts and messages, through a real worker.
+
+A wrong suppression loses mail silently, so the replies that used to suppress people who did
+nothing wrong (a policy refusal at RCPT, a full mailbox) are sent through the whole path:
+real Redis, the in-process Celery worker, real TLS + AUTH servers, and a raw socket server
+for what only Postfix does (421 to a pipelined RCPT, then close).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_lib
+import trustme
+
+from settings import reload_settings
+from tasks import send_email, status
+from tasks.dead import count as dead_count
+from tasks.ledger import suppressed
+from tasks.redis_client import account_key
+from tests.conftest import USER
+from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
+from tests.raw_smtp import RawSmtpServer
+from tests.test_cli import mailworker
+from worker.devserver import DevServer, RecordingSMTP, Reply
+from worker.pause import paused_until
+
+NOT_OWNED = "553 5.7.1 <app@example.com>: Sender address rejected: not owned by user " + USER
+
+
+@pytest.fixture
+def settings_env() -> Iterator[dict[str, str]]:
+    """Extra settings for one test, seen by the producer and the in-process worker."""
+    extra: dict[str, str] = {}
+    yield extra
+    for name in extra:
+        os.environ.pop(name, None)
+    reload_settings()
+
+
+def _use(settings_env: dict[str, str], **values: str) -> None:
+    settings_env.update(values)
+    os.environ.update(values)
+    reload_settings()
+
+
+def _wait_until(predicate: object, timeout: float, what: str) -> float:
+    """Poll ``predicate`` until true; the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():  # type: ignore[operator]
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_sender_refused_at_rcpt_pauses_the_account_and_suppresses_nobody(
+    server: DevServer, settings_env: dict[str, str]
+) -> None:
+    _use(settings_env, ACCOUNT_PAUSE_SECONDS="300")
+    server.fault = lambda command, _a, _s: Reply(NOT_OWNED) if command == "RCPT" else None
+    people = ["reset-ann@example.com", "reset-bob@example.com"]
+    with extra_account("notowned", server.url()):
+        first = send_email.delay(to=people, subject="s", text="t", account="notowned")
+        record = wait_for_status(first.id, "deferred")
+        pause = paused_until("notowned")
+        assert pause is not None and pause[0] > time.time() + 250
+        assert record["attempt"] == 1 and "553" in record["error"]
+        assert suppressed(people) == set()
+        # The operator fixes the From; meanwhile a password reset to the same person waits.
+        later = send_email.delay(to=people[0], subject="reset", text="t", account="notowned")
+        wait_for_status(later.id, "deferred")
+        server.fault = None
+        run = mailworker("resume", "notowned", env={})
+        assert run.returncode == 0, run.stderr
+        assert "resumed" in run.stdout and "2 held job(s)" in run.stdout
+        took = _wait_until(
+            lambda: all((status(j) or {}).get("state") == "sent" for j in (first.id, later.id)),
+            10,
+            "held jobs sent after resume",
+        )
+    assert took < 5
+    assert [sorted(m.rcpt_tos) for m in messages_of(server, first.id)] == [sorted(people)]
+    assert [m.rcpt_tos for m in messages_of(server, later.id)] == [(people[0],)]
+    assert suppressed(people) == set()
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_resume_after_fixing_a_wrong_password_sends_the_held_jobs_within_seconds(
+    server: DevServer, settings_env: dict[str, str]
+) -> None:
+    _use(settings_env, ACCOUNT_PAUSE_SECONDS="300")
+    dead_before = dead_count()
+    with extra_account("fixed", server.url(USER, "expired-password")):
+        job_ids = send_many(3, "fixed")
+        for job_id in job_ids:
+            assert "535" in wait_for_status(job_id, "deferred")["error"]
+        assert server.messages == []
+        os.environ["SMTP_URL_FIXED"] = server.url()  # the operator fixes the password
+        reload_settings()
+        time.sleep(1.0)  # nothing moves while paused: the pause ends in 5 minutes
+        assert server.messages == []
+        run = mailworker("resume", "fixed", env={})
+        assert run.returncode == 0, run.stderr
+        started = time.monotonic()
+        wait_all_sent(job_ids, timeout=10)
+        took = time.monotonic() - started
+    assert took < 5, took
+    assert dead_count() == dead_before
+    ids = Counter(str(m.message["Message-ID"]) for m in server.messages)
+    assert sorted(ids.values()) == [1, 1, 1]
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_full_mailbox_among_three_is_retried_then_failed_and_never_pauses(
+    server: DevServer, settings_env: dict[str, str]
+) -> None:
+    _use(settings_env, RETRY_MAX_ATTEMPTS="3")
+    tries: list[float] = []
+    paused_seen: list[object] = []
+
+    def full(command: str, argument: object, _: RecordingSMTP) -> Reply | None:
+        if command == "RCPT" and "full-carol@" in str(argument):
+            tries.append(time.time())
+            paused_seen.append(paused_until("fullbox"))
+            return Reply("552 5.2.2 <full-carol@example.com>: Quota exceeded (mailbox is full)")
+        return None
+
+    server.fault = full
+    people = ["ann@example.com", "full-carol@example.com", "bob@example.com"]
+    with extra_account("fullbox", server.url()):
+        job = send_email.delay(to=people, subject="s", text="t", account="fullbox")
+        record = wait_for_status(job.id, "failed", timeout=30)
+        paused_seen.append(paused_until("fullbox"))
+    assert len(tries) == 3  # RETRY_MAX_ATTEMPTS
+    assert paused_seen == [None] * 4
+    [delivered] = messages_of(server, job.id)
+    assert sorted(delivered.rcpt_tos) == ["ann@example.com", "bob@example.com"]
+    assert record["recipients"]["ann@example.com"] == "sent"
+    assert record["recipients"]["full-carol@example.com"].startswith("failed gave up after 3")
+    assert suppressed(people) == set()
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_too_many_recipients_sends_the_rest_in_another_transaction_at_once(
+    server: DevServer,
+) -> None:
+    def two_per_transaction(command: str, _a: object, session: RecordingSMTP) -> Reply | None:
+        if command == "RCPT" and len(session.envelope.rcpt_tos) >= 2:
+            return Reply("552 5.5.3 Too many recipients")
+        return None
+
+    server.fault = two_per_transaction
+    people = [f"member{i}@example.com" for i in range(5)]
+    with extra_account("fewrcpts", server.url()):
+        job = send_email.delay(to=people, subject="s", text="t", account="fewrcpts")
+        record = wait_for_status(job.id, "sent", "failed", "deferred")
+    copies = messages_of(server, job.id)
+    assert [len(m.rcpt_tos) for m in copies] == [2, 2, 1]
+    assert sorted(r for m in copies for r in m.rcpt_tos) == people
+    assert record["state"] == "sent" and record["attempt"] == 1
+    assert suppressed(people) == set()
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_pause_that_never_ends_still_ages_out_by_retry_max_age(
+    server: DevServer, settings_env: dict[str, str]
+) -> None:
+    _use(settings_env, RETRY_MAX_AGE="3", ACCOUNT_PAUSE_SECONDS="1")
+    with extra_account("neverfixed", server.url(USER, "expired-password")):
+        job = send_email.delay(to="ann@example.com", subject="s", text="t", account="neverfixed")
+        record = wait_for_status(job.id, "failed", timeout=20)
+    assert "RETRY_MAX_AGE" in record["error"]
+    assert server.messages == []
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_pipelined_421_then_close_slows_the_account_down_and_retries_later(
+    ca: trustme.CA, redis: redis_lib.Redis, settings_env: dict[str, str]
+) -> None:
+    _use(settings_env, RETRY_BASE_DELAY="2")  # the retry comes 1-2 s later: watchable
+
+    # The first message opens and warms the session; the second one's RCPT gets Postfix's anvil
+    # 421 and the connection closes with its pipelined DATA unanswered.
+    def closing(connection: int, recipient: str) -> str | None:
+        if connection == 1 and "second@" in recipient:
+            return "421 4.7.0 raw.example.com Error: too many connections from 192.0.2.10"
+        return None
+
+    account = "postfixlike"
+    with RawSmtpServer(ca, closing) as raw, extra_account(account, raw.url()):
+        first = send_email.delay(
+            to="first@example.com", subject="s", text="t", account="postfixlike"
+        )
+        wait_for_status(first.id, "sent")
+        second = send_email.delay(
+            to="second@example.com", subject="s", text="t", account="postfixlike"
+        )
+        deferred = wait_for_status(second.id, "deferred", "sent")
+        slow = redis.hgetall(account_key(account, "slow"))
+        record = wait_for_status(second.id, "sent", timeout=20)
+    assert deferred["state"] == "deferred" and "421" in deferred["error"]
+    assert slow and float(slow[b"factor"]) < 1  # halved: a throttle, not a dropped link
+    assert record["attempt"] == 2  # retried later, not resent at once on a new connection
+    assert len(raw.log.messages) == 2 and len(raw.log.connections) == 2
