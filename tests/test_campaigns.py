@@ -119,6 +119,15 @@ def test_a_template_error_stops_the_campaign_before_anything_is_queued(
     assert campaign_status("c1") is None
 
 
+@pytest.mark.parametrize("campaign_id", ["c1\r\nBcc: x@example.com", "c1\n", "c}1", "c 1", "c1:2"])
+def test_a_campaign_id_that_could_break_a_message_id_is_refused(
+    environment: dict[str, str], campaign_id: str
+) -> None:
+    template = {**TEMPLATE, "list_id": "news.example.com"}  # the id is in no other header
+    with pytest.raises(CampaignError, match="campaign id"):
+        start_campaign(template, rows(1, "cid"), campaign_id=campaign_id)
+
+
 def test_a_bad_row_is_recorded_and_the_rest_are_sent(bulk_worker: DevServer) -> None:
     recipients = rows(60, "rowy")
     recipients[3]["email"] = "not an address"

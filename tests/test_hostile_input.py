@@ -10,8 +10,10 @@ real Redis, worker and SMTP server and checks what the server received.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import re
 from typing import Any
 
 import pytest
@@ -19,10 +21,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from settings import get_settings, load_settings
-from tasks import InvalidEmail, send_email
+from tasks import HeaderInjection, HeaderTooLong, InvalidAttachment, InvalidEmail, send_email
+from tasks.job import EmailJob
 from tasks.validation import build_job
 from tests.helpers import messages_of, wait_for_status
-from worker.devserver import DevServer
+from worker.devserver import DevServer, ReceivedMessage
 from worker.message import build_envelope
 
 # Huge values make huge failure reports; hypothesis warns about that, pytest would fail on it.
@@ -238,3 +241,117 @@ def test_hostile_calls_through_redis_and_the_worker_deliver_only_what_was_asked(
     [message] = received
     assert set(message.rcpt_tos) == set(job.recipients)
     check_wire_bytes(message.data, OWN_HEADERS | {name.lower() for name, _ in job.headers})
+
+
+def _unfold(value: str) -> str:
+    """RFC 5322 2.2.3: a CRLF followed by white space is removed, nothing else."""
+    return re.sub(r"\r?\n(?=[ \t])", "", value)
+
+
+def _lines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+
+
+def _top_headers(job: EmailJob, *, multipart: bool) -> list[str]:
+    names = ["from", "subject", "date", "message-id", "mime-version", "content-type"]
+    names += [
+        n for n, boxes in (("to", job.to), ("cc", job.cc), ("reply-to", job.reply_to)) if boxes
+    ]
+    names += [] if multipart else ["content-transfer-encoding"]
+    return sorted(names + [name.lower() for name, _ in job.headers])
+
+
+def check_received(data: bytes, job: EmailJob) -> None:
+    """What a client parses from ``data`` is exactly the job: Python's email parser finds no
+    defect, the top-level header block holds our headers and the caller's and no other,
+    each caller value comes back unfolded as given, and every part has its own headers and
+    no other, with the body or attachment, file name and type the caller gave."""
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    raw = email.message_from_bytes(data, policy=email.policy.compat32)  # values undecoded
+    for part in parsed.walk():
+        assert part.defects == [], (part.get_content_type(), part.defects)
+    assert sorted(n.lower() for n in parsed.keys()) == _top_headers(
+        job, multipart=parsed.is_multipart()
+    )
+    for name, value in (("Subject", job.subject), *job.headers):
+        if value.isascii():  # written as given, only folded
+            assert _unfold(raw[name]) == value.lstrip(" \t"), name
+        else:  # RFC 2047-encoded; decoders differ only in white space around encoded words
+            assert str(parsed[name]).split() == value.split(), name
+    leaves = [part for part in parsed.walk() if not part.is_multipart()]
+    bodies = [(job.text, "text/plain"), (job.html, "text/html")]
+    bodies = [(content, kind) for content, kind in bodies if content is not None]
+    assert len(leaves) == len(bodies) + len(job.attachments)
+    for part, (content, kind) in zip(leaves, bodies, strict=False):
+        assert part.get_content_type() == kind and part.get_content_disposition() is None
+        assert _lines(part.get_content()) == _lines(content)
+        if part is not parsed:
+            assert sorted(part.keys()) == ["Content-Transfer-Encoding", "Content-Type"]
+    for part, attachment in zip(leaves[len(bodies) :], job.attachments, strict=True):
+        assert sorted(part.keys()) == [
+            "Content-Disposition",
+            "Content-Transfer-Encoding",
+            "Content-Type",
+        ]
+        assert part.get_content_type() == attachment.mimetype.lower()
+        assert part.get_content_disposition() == "attachment"
+        assert part.get_filename() == attachment.filename
+        assert part.get_payload(decode=True) == base64.b64decode(attachment.content_b64)
+
+
+def send_or_refuse(server: DevServer, **arguments: Any) -> InvalidEmail | ReceivedMessage:
+    """Refused by the producer, or sent by the real worker and received by ``server``."""
+    try:
+        result = send_email.delay(**arguments)
+    except InvalidEmail as exc:
+        return exc
+    record = wait_for_status(result.id, "sent", "failed")
+    assert record["state"] == "sent", record
+    [received] = messages_of(server, result.id)
+    return received
+
+
+@pytest.mark.usefixtures("celery_worker")
+@pytest.mark.parametrize(
+    ("extra", "refusal", "field"),
+    [
+        ({"headers": {"X-Campaign\n": "v"}}, HeaderInjection, "headers"),
+        ({"headers": {"X-Campaign\r\n": "v"}}, HeaderInjection, "headers"),
+        ({"headers": {"X-" + "a" * 997: "v"}}, HeaderTooLong, "headers"),
+        ({"headers": {"X-Ünicode": "v"}}, HeaderInjection, "headers"),
+        ({"headers": {"X-Long": "v" * 991}}, HeaderTooLong, "headers['X-Long']"),
+        ({"subject": "é" * 400}, HeaderTooLong, "subject"),
+        (
+            {
+                "attachments": [
+                    {"filename": "a.txt", "content_b64": "aGk=", "mimetype": "text/plain\n"}
+                ]
+            },
+            InvalidAttachment,
+            "attachments[0]",
+        ),
+        (
+            {"attachments": [{"filename": "a.txt\n", "content_b64": "aGk="}]},
+            HeaderInjection,
+            "attachments[0].filename",
+        ),
+        (
+            {
+                "attachments": [
+                    {"filename": "a.txt", "content_b64": "aGk=", "mimetype": "text/plaín"}
+                ]
+            },
+            InvalidAttachment,
+            "attachments[0]",
+        ),
+    ],
+)
+def test_a_trailing_newline_or_an_overlong_header_is_refused_by_the_producer(
+    starttls_server: DevServer, extra: dict[str, Any], refusal: type[InvalidEmail], field: str
+) -> None:
+    arguments = {"to": "ann@example.com", "subject": "s", "text": "t", **extra}
+    outcome = send_or_refuse(starttls_server, **arguments)
+    assert isinstance(outcome, refusal), (
+        outcome.data if isinstance(outcome, ReceivedMessage) else outcome
+    )
+    assert outcome.field == field
