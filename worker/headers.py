@@ -11,6 +11,7 @@ ASCII value is only folded (at spaces; a longer token keeps a line to itself, wi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from email.header import Header
 from email.utils import formataddr
@@ -19,10 +20,15 @@ from tasks.job import Mailbox
 
 _FOLD_AT = 78  # RFC 5322 2.1.1: SHOULD
 _LINE_LIMIT = 998  # RFC 5322 2.1.1: MUST
+# Where a fold may go: before a run of spaces and tabs that a word follows. The CRLF goes in
+# front of the run, so every continuation line starts with white space and holds a word; a
+# run with no word after it (trailing white space) stays on its line. A continuation line
+# of only white space is obsolete syntax that RFC 5322 4.2 says must not be generated.
+_FOLD_POINT = re.compile(r"(?<![ \t])(?=[ \t]+[^ \t])")
 
 
-class HeaderTooLong(ValueError):
-    """An ASCII token longer than a header line may be (the caller encodes it instead)."""
+class Unfoldable(ValueError):
+    """A word longer than a header line may be (the caller encodes it instead)."""
 
 
 def mailbox(box: Mailbox) -> str:
@@ -52,27 +58,25 @@ def unstructured(value: str) -> str:
 def _field(name: str, value: str) -> str:
     try:
         return _fold(f"{name}: {value}")
-    except HeaderTooLong:
+    except Unfoldable:
         return _fold(f"{name}: {_encoded_words(value)}")
 
 
 def _fold(line: str) -> str:
-    """Fold at spaces so lines stay within 78 columns where a space allows it."""
+    """Fold before white space so lines stay within 78 columns where white space allows it;
+    removing each CRLF (RFC 5322 2.2.3 unfolding) gives ``line`` back."""
     if len(line) <= _FOLD_AT:
         return line + "\r\n"
-    words = line.split(" ")
-    lines: list[str] = []
-    current = words[0]
-    for word in words[1:]:
-        # Never fold right after "Name:", nor twice in a row: a long token keeps its line.
-        if len(current) + 1 + len(word) > _FOLD_AT and current.strip() and current != words[0]:
-            lines.append(current)
-            current = " " + word  # the space becomes the folding white space
+    name, *pieces = _FOLD_POINT.split(line)
+    # Never fold right after "Name:"; a word longer than a line keeps a line to itself.
+    lines = [name + pieces[0]] if pieces else [name]
+    for piece in pieces[1:]:
+        if len(lines[-1]) + len(piece) > _FOLD_AT:
+            lines.append(piece)
         else:
-            current = f"{current} {word}"
-    lines.append(current)
+            lines[-1] += piece
     if any(len(part.encode("utf-8")) > _LINE_LIMIT for part in lines):
-        raise HeaderTooLong(line[:40])
+        raise Unfoldable(line[:40])
     return "\r\n".join(lines) + "\r\n"
 
 
