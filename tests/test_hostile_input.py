@@ -355,3 +355,34 @@ def test_a_trailing_newline_or_an_overlong_header_is_refused_by_the_producer(
         outcome.data if isinstance(outcome, ReceivedMessage) else outcome
     )
     assert outcome.field == field
+
+
+PDF_B64 = base64.b64encode(b"%PDF-1.4 tiny").decode()
+# Encoded words that the stdlib's add_attachment decoded into the quoted file name and
+# wrote back with their CR and LF raw: a header of the caller's in the attachment part, or
+# the end of its header block and caller text in its content.
+ENCODED_WORD_FILE_NAMES = [
+    "=?utf-8?q?invoice.pdf=22=0D=0AX-Injected:_1?=",
+    "=?utf-8?q?invoice.pdf=22=0D=0A=0D=0Acaller_text?=",
+    "=?utf-8?b?aW52b2ljZS5wZGYiDQpYLUluamVjdGVkOiAx?=",
+    "=?utf-8?q?invoice.pdf?=",
+]
+
+
+@pytest.mark.usefixtures("celery_worker")
+@pytest.mark.parametrize("filename", ENCODED_WORD_FILE_NAMES)
+def test_an_encoded_word_in_a_file_name_arrives_as_the_literal_name(
+    starttls_server: DevServer, filename: str
+) -> None:
+    arguments = {
+        "to": "ann@example.com",
+        "subject": "Your invoice",
+        "text": "Attached.",
+        "attachments": [
+            {"filename": filename, "mimetype": "application/pdf", "content_b64": PDF_B64}
+        ],
+    }
+    received = send_or_refuse(starttls_server, **arguments)
+    assert isinstance(received, ReceivedMessage), received
+    assert b"X-Injected" not in received.data.replace(b"X-Injected:_1", b"")
+    check_received(received.data, build_job(get_settings(), arguments))

@@ -192,3 +192,40 @@ def test_a_subject_of_trailing_spaces_stays_on_its_line() -> None:
 def test_the_producer_measures_a_value_as_the_worker_encodes_it() -> None:
     for value in ("plain", "é" * 400, "mixed é text " * 30, "€ \t x"):
         assert encoded_length(value) == len(unstructured(value))
+
+
+def test_attachment_parts_are_written_by_us_and_read_back_exactly() -> None:
+    names = ["invoice.pdf", "a b.txt", "=?utf-8?q?x=0D=0AX-Injected:_1?=", "é€" * 60, "%41.txt"]
+    content = bytes(range(256)) * 5
+    job = build_job(
+        SETTINGS,
+        {
+            "to": "reader@example.com",
+            "subject": "s",
+            "text": "t",
+            "html": "<p>t</p>",
+            "attachments": [
+                {"filename": n, "content_b64": base64.b64encode(content).decode()} for n in names
+            ],
+        },
+    )
+    data = build_envelope(job).data
+    assert b"invoice.pdf" in data and b'filename="invoice.pdf"' in data
+    assert b"filename*=utf-8''a%20b.txt" in data
+    assert b"filename*0*=utf-8''" in data and b"filename*1*=" in data  # continuations
+    assert b"=?utf-8?" not in data  # no encoded word, literal or decoded
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message.get_content_type() == "multipart/mixed"
+    body, *attachments = message.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    assert [a.get_filename() for a in attachments] == names
+    for part in attachments:
+        assert part.defects == [] and "MIME-Version" not in part
+        assert part.get_content_type() == "application/octet-stream"
+        assert part.get_param("name") == part.get_filename()
+        assert part.get_content() == content
+    assert all(len(line) <= 78 for line in data.split(b"\r\n"))
+    # Base64 in lines of 76 characters (RFC 2045 6.8), CRLF-terminated.
+    lines = base64.b64encode(content).decode()
+    wrapped = "".join(lines[i : i + 76] + "\r\n" for i in range(0, len(lines), 76))
+    assert data.count(f"\r\n\r\n{wrapped}\r\n--".encode()) == len(names)
