@@ -14,6 +14,7 @@ import base64
 import email
 import email.policy
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -22,7 +23,9 @@ from hypothesis import strategies as st
 
 from settings import get_settings, load_settings
 from tasks import HeaderInjection, HeaderTooLong, InvalidAttachment, InvalidEmail, send_email
-from tasks.job import EmailJob
+from tasks.dead import show
+from tasks.job import Attachment, EmailJob
+from tasks.send import enqueue
 from tasks.validation import build_job
 from tests.helpers import messages_of, wait_for_status
 from worker.devserver import DevServer, ReceivedMessage
@@ -386,3 +389,38 @@ def test_an_encoded_word_in_a_file_name_arrives_as_the_literal_name(
     assert isinstance(received, ReceivedMessage), received
     assert b"X-Injected" not in received.data.replace(b"X-Injected:_1", b"")
     check_received(received.data, build_job(get_settings(), arguments))
+
+
+@pytest.mark.usefixtures("celery_worker")
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"headers": (("X-Campaign\n", "v"),)},
+        {"headers": (("X-Campaign", "v\r\nBcc: injected@evil.example"),)},
+        {"headers": (("X-Campaign", "v\n\nbody"),)},
+        {"subject": "hi\rX-Injected: 1"},
+        {"attachments": (Attachment("a.txt", "aGk=", "text/plain\n"),)},
+        {"attachments": (Attachment("a.txt", "aGk=", "text/plain\r\n\r\nX"),)},
+    ],
+)
+def test_a_job_that_skipped_validation_is_dead_lettered_not_sent_broken(
+    starttls_server: DevServer, changes: dict[str, Any]
+) -> None:
+    """A job from an older producer, or written to Redis by hand: the worker's last check of
+    every header block it generated refuses it (dead letter "unbuildable")."""
+    job = EmailJob(
+        id=str(uuid.uuid4()),
+        account="default",
+        from_email=("", "app@example.com"),
+        to=(("", "ann@example.com"),),
+        subject="s",
+        text="t",
+    )
+    fields = {**job.__dict__, **changes}
+    job = EmailJob(**fields)
+    enqueue(job)
+    record = wait_for_status(job.id, "sent", "failed")
+    assert record["state"] == "failed", messages_of(starttls_server, job.id)[0].data
+    assert record["error"] == "message could not be built: UnsafeHeaderBlock"
+    assert show(job.id) is not None
+    assert messages_of(starttls_server, job.id) == []

@@ -24,6 +24,7 @@ from email.utils import formataddr
 from urllib.parse import quote
 
 from tasks.job import Mailbox
+from worker.header_check import check_header_block
 
 _FOLD_AT = 78  # RFC 5322 2.1.1: SHOULD
 _LINE_LIMIT = 998  # RFC 5322 2.1.1: MUST
@@ -61,8 +62,11 @@ def address_list(boxes: Iterable[Mailbox]) -> str:
 
 
 def header_block(fields: Sequence[tuple[str, str]]) -> bytes:
-    """``Name: value`` lines, folded, CRLF-terminated, UTF-8 where an address needs it."""
-    return "".join([_field(name, value) for name, value in fields]).encode("utf-8")
+    """``Name: value`` lines, folded, CRLF-terminated, UTF-8 where an address needs it;
+    checked as written (:mod:`worker.header_check`), or :class:`UnsafeHeaderBlock`."""
+    block = "".join([_field(name, value) for name, value in fields]).encode("utf-8")
+    check_header_block(block, [name for name, _ in fields])
+    return block
 
 
 def unstructured(value: str) -> str:
