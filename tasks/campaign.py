@@ -49,8 +49,8 @@ from tasks.validation import build_job, parse_mailbox
 
 BATCH_VERSION = 1
 # The id goes into each Message-ID (<id>-<n>@domain, RFC 5322 dot-atom) and into Redis hash
-# tags ({campaign:<id>}): no line break, no "}", nothing a Message-ID may not hold.
-_CAMPAIGN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# tags ({campaign:<id>}): no line break, no "}", no dot (".." is no dot-atom), no ":".
+_CAMPAIGN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 STATES = ("running", "paused", "cancelled")
 # Counters per campaign: recipients by where they are now.
 COUNTERS = ("queued", "sent", "failed", "suppressed", "invalid", "deferred", "cancelled")
@@ -167,7 +167,7 @@ def start_campaign(
     campaign_id = campaign_id or uuid.uuid4().hex
     if not _CAMPAIGN_ID.fullmatch(campaign_id):
         raise CampaignError(
-            f"campaign id {campaign_id!r}: use 1 to 100 letters, digits, '.', '_' or '-'"
+            f"campaign id {campaign_id!r}: use 1 to 100 letters, digits, '_' or '-'"
         )
     renderer = Renderer(template)
     rows = iter(recipients)

@@ -288,9 +288,10 @@ def _attachment(index: int, item: Any) -> Attachment:
 
 
 def _filename(field: str, filename: Any) -> str:
-    """A plain file name. Text that looks like an RFC 2047 encoded word is kept as literal
+    """A plain file name, without white space at its edges (readers drop it; Python's
+    ``get_filename`` does). Text that looks like an RFC 2047 encoded word is kept as literal
     text: the worker writes every name it cannot quote as is RFC 2231-encoded."""
-    if not isinstance(filename, str) or not filename.strip():
+    if not isinstance(filename, str):
         raise InvalidAttachment(field, "filename is required")
     if _FORBIDDEN_IN_FILENAME.search(filename):
         raise HeaderInjection(
@@ -298,9 +299,12 @@ def _filename(field: str, filename: Any) -> str:
             "a file name must not contain CR, LF, TAB, NUL, other controls or bidi controls",
         )
     _check_encodable(f"{field}.filename", filename)
+    filename = filename.strip()
+    if not filename:
+        raise InvalidAttachment(field, "filename is required")
     if len(filename) > _MAX_FILENAME:
         raise InvalidAttachment(field, f"filename is over {_MAX_FILENAME} characters")
-    if any(sep in filename for sep in "/\\") or filename.strip() in (".", ".."):
+    if any(sep in filename for sep in "/\\") or filename in (".", ".."):
         raise InvalidAttachment(field, "filename must be a plain name, without a path")
     return filename
 
