@@ -9,6 +9,7 @@ from tasks import campaign  # noqa: F401  (registers the campaign batch task)
 from tasks.app import app
 from tasks.errors import (
     HeaderInjection,
+    HeaderTooLong,
     InvalidAddress,
     InvalidAttachment,
     InvalidEmail,
@@ -21,6 +22,7 @@ from tasks.status import status
 
 __all__ = [
     "HeaderInjection",
+    "HeaderTooLong",
     "InvalidAddress",
     "InvalidAttachment",
     "InvalidEmail",

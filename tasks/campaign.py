@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,6 +48,9 @@ from tasks.unsubscribe import unsubscribe_headers
 from tasks.validation import build_job, parse_mailbox
 
 BATCH_VERSION = 1
+# The id goes into each Message-ID (<id>-<n>@domain, RFC 5322 dot-atom) and into Redis hash
+# tags ({campaign:<id>}): no line break, no "}", no dot (".." is no dot-atom), no ":".
+_CAMPAIGN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 STATES = ("running", "paused", "cancelled")
 # Counters per campaign: recipients by where they are now.
 COUNTERS = ("queued", "sent", "failed", "suppressed", "invalid", "deferred", "cancelled")
@@ -161,6 +165,10 @@ def start_campaign(
         template = CampaignTemplate(**template)
     account = account or ("bulk" if "bulk" in settings.accounts else "default")
     campaign_id = campaign_id or uuid.uuid4().hex
+    if not _CAMPAIGN_ID.fullmatch(campaign_id):
+        raise CampaignError(
+            f"campaign id {campaign_id!r}: use 1 to 100 letters, digits, '_' or '-'"
+        )
     renderer = Renderer(template)
     rows = iter(recipients)
     first = list(itertools.islice(rows, check_rows))

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
-from tasks.errors import InvalidEmail, QueueUnavailable
+from tasks.errors import InvalidAttachment, InvalidEmail, QueueUnavailable
 from tasks.send import send_email
 from tasks.validation import RESERVED_HEADERS
 
@@ -67,12 +67,12 @@ class EmailBackend(BaseEmailBackend):
             "text": text or None,
             "html": html,
             "headers": headers,
-            "attachments": [_attachment(a) for a in message.attachments],
+            "attachments": [_attachment(i, a) for i, a in enumerate(message.attachments)],
             "account": self.account,
         }
 
 
-def _attachment(attachment: Any) -> dict[str, str]:
+def _attachment(index: int, attachment: Any) -> dict[str, str]:
     if isinstance(attachment, MIMEBase):
         filename = attachment.get_filename() or "attachment"
         content = attachment.get_payload(decode=True) or b""
@@ -81,7 +81,12 @@ def _attachment(attachment: Any) -> dict[str, str]:
         filename, content, mimetype = attachment
         mimetype = mimetype or mimetypes.guess_type(filename)[0] or "application/octet-stream"
     if isinstance(content, str):
-        content = content.encode()
+        try:
+            content = content.encode()
+        except UnicodeEncodeError:
+            raise InvalidAttachment(
+                f"attachments[{index}]", "text content with lone surrogates is not UTF-8"
+            ) from None
     return {
         "filename": filename,
         "content_b64": base64.b64encode(content).decode(),

@@ -2,8 +2,11 @@
 
 InvalidEmail (ValueError)          any bad argument to send_email.delay(); ``.field`` names it
 ├── InvalidAddress                 an address email-validator refuses, or no recipient at all
-├── HeaderInjection                CR, LF or NUL in a header name or value
-├── InvalidAttachment              missing keys, bad base64, bad MIME type
+├── HeaderInjection                CR, LF, NUL or other controls in a header name or value or
+│                                  a file name; a header name that is not printable ASCII
+├── HeaderTooLong                  a header name over 76 characters, or a value that does not
+│                                  fit in one 998-octet line with its name once encoded
+├── InvalidAttachment              missing keys, bad base64, bad or composite MIME type
 ├── MessageTooLarge                over MAX_MESSAGE_BYTES
 └── UnknownAccount                 ``account=`` names no configured SMTP_URL_<NAME>
 QueueUnavailable (ConnectionError) Redis did not answer within REDIS_TIMEOUT
@@ -26,6 +29,10 @@ class InvalidAddress(InvalidEmail):
 
 
 class HeaderInjection(InvalidEmail):
+    pass
+
+
+class HeaderTooLong(InvalidEmail):
     pass
 
 

@@ -13,6 +13,8 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
+from email.header import Header
+from email.utils import formataddr
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -20,6 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from settings import Settings
 from tasks.errors import (
     HeaderInjection,
+    HeaderTooLong,
     InvalidAddress,
     InvalidAttachment,
     InvalidEmail,
@@ -66,11 +69,26 @@ RESERVED_HEADERS = frozenset(
         "sender",
     }
 )
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ":"
+# Every pattern here is applied with ``fullmatch``: ``re.match`` with a pattern ending in
+# ``$`` also matches before a final "\n", which let "X-Campaign\n" end the header block.
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ":"
+_MAX_HEADER_NAME = 76  # "Name: " and a first word still fit in 78 columns
 # CR, LF, NUL and every other character Python's email package treats as a line break or
 # that has no business in a header (C0 controls but TAB, DEL, NEL, LS, PS).
 _FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
-_MIMETYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
+# A file name also refuses TAB, the C1 controls and the bidirectional controls that make
+# "invoice\u202efdp.exe" display as "invoiceexe.pdf".
+_FORBIDDEN_IN_FILENAME = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+)
+# RFC 6838 4.2 restricted-name, ASCII only, for both the type and the subtype.
+_MIMETYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+)
+# A multipart or message/* part cannot travel base64-encoded (RFC 2046 5.1, 5.2.1).
+_COMPOSITE_TYPES = ("multipart/", "message/")
+_LINE_LIMIT = 998  # RFC 5322 2.1.1: octets in a header line, CRLF excluded
+_MAX_FILENAME = 255
 _MAX_RECIPIENTS = 1000
 _MAX_KEY = 200
 
@@ -105,7 +123,7 @@ def build_job(settings: Settings, arguments: Mapping[str, Any]) -> EmailJob:
         cc=_mailboxes("cc", arguments.get("cc", ())),
         bcc=_mailboxes("bcc", arguments.get("bcc", ())),
         reply_to=_mailboxes("reply_to", arguments.get("reply_to", ())),
-        subject=_header_value("subject", arguments["subject"]),
+        subject=_header_value("subject", arguments["subject"], header="Subject"),
         text=text,
         html=html,
         headers=_headers(arguments.get("headers") or {}),
@@ -145,7 +163,13 @@ def parse_mailbox(field: str, value: Any) -> Mailbox:
         raise InvalidAddress(field, f"{value!r} is not a valid address: {exc}") from None
     # The domain always travels as punycode, so SMTPUTF8 is needed only when the local part
     # itself is non-ASCII.
-    return (result.display_name or "", f"{result.local_part}@{result.ascii_domain}")
+    name, address = result.display_name or "", f"{result.local_part}@{result.ascii_domain}"
+    # An ASCII name is written quoted and cannot be folded inside a word; a non-ASCII one
+    # becomes encoded words, which fold. "Reply-To: " is the longest header it may go in.
+    written = formataddr((name, address)) if name.isascii() else address
+    if len("Reply-To: ") + len(written.encode("utf-8")) > _LINE_LIMIT:
+        raise InvalidAddress(field, f"the display name does not fit in a {_LINE_LIMIT}-octet line")
+    return (name, address)
 
 
 def _mailboxes(field: str, value: Any) -> tuple[Mailbox, ...]:
@@ -186,7 +210,9 @@ def _check_encodable(field: str, value: str) -> None:
         raise InvalidEmail(field, "contains lone surrogates; not encodable as UTF-8") from None
 
 
-def _header_value(field: str, value: Any) -> str:
+def _header_value(field: str, value: Any, *, header: str | None = None) -> str:
+    """A value without line breaks or controls; as the value of ``header``, one that fits
+    on one header line once encoded (so no fold or encoding is ever forced on it)."""
     if not isinstance(value, str):
         raise InvalidEmail(field, f"expected a string, got {type(value).__name__}")
     if _FORBIDDEN.search(value):
@@ -194,7 +220,20 @@ def _header_value(field: str, value: Any) -> str:
             field, "header values must not contain CR, LF, NUL or other control characters"
         )
     _check_encodable(field, value)
+    if header is not None and (size := len(header) + 2 + encoded_length(value)) > _LINE_LIMIT:
+        raise HeaderTooLong(
+            field,
+            f"'{header}: ' and the value take {size} octets once encoded; at most {_LINE_LIMIT}",
+        )
     return value
+
+
+def encoded_length(value: str) -> int:
+    """Octets of ``value`` as the worker writes it (worker.headers.unstructured): as is if
+    ASCII, else RFC 2047 encoded words joined by spaces."""
+    if value.isascii():
+        return len(value)
+    return len(" ".join(Header(value, "utf-8").encode(linesep="\n").split()))
 
 
 def _headers(value: Any) -> tuple[tuple[str, str], ...]:
@@ -202,15 +241,18 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
         raise InvalidEmail("headers", f"expected a dict, got {type(value).__name__}")
     headers = []
     for name, header_value in value.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise HeaderInjection(
-                "headers", f"{name!r} is not a valid header name (printable ASCII, no colon)"
+                "headers",
+                f"{name!r} is not a valid header name (printable ASCII, no space, no colon)",
             )
+        if len(name) > _MAX_HEADER_NAME:
+            raise HeaderTooLong("headers", f"a header name is over {_MAX_HEADER_NAME} characters")
         if name.lower() in RESERVED_HEADERS:
             raise InvalidEmail(
                 "headers", f"{name} is set by mailworker; use the matching send_email argument"
             )
-        headers.append((name, _header_value(f"headers[{name!r}]", header_value)))
+        headers.append((name, _header_value(f"headers[{name!r}]", header_value, header=name)))
     return tuple(headers)
 
 
@@ -227,20 +269,44 @@ def _attachment(index: int, item: Any) -> Attachment:
     filename = item.get("filename")
     content = item.get("content_b64")
     mimetype = item.get("mimetype", "application/octet-stream")
-    if not isinstance(filename, str) or not filename.strip():
-        raise InvalidAttachment(field, "filename is required")
-    filename = _header_value(f"{field}.filename", filename)
-    if any(sep in filename for sep in "/\\") or filename.strip() in (".", ".."):
-        raise InvalidAttachment(field, "filename must be a plain name, without a path")
+    filename = _filename(field, filename)
     if not isinstance(content, str):
         raise InvalidAttachment(field, "content_b64 must be a base64 string")
     try:
         base64.b64decode(content, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidAttachment(field, "content_b64 is not valid base64") from None
-    if not isinstance(mimetype, str) or not _MIMETYPE.match(mimetype):
-        raise InvalidAttachment(field, f"mimetype {mimetype!r} is not of the form type/subtype")
+    if not isinstance(mimetype, str) or not _MIMETYPE.fullmatch(mimetype):
+        raise InvalidAttachment(
+            field, f"mimetype {mimetype!r} is not of the form type/subtype (ASCII, RFC 6838)"
+        )
+    if mimetype.lower().startswith(_COMPOSITE_TYPES):
+        raise InvalidAttachment(
+            field, f"a {mimetype} part cannot be attached; send it as application/octet-stream"
+        )
     return Attachment(filename=filename, content_b64=content, mimetype=mimetype)
+
+
+def _filename(field: str, filename: Any) -> str:
+    """A plain file name, without white space at its edges (readers drop it; Python's
+    ``get_filename`` does). Text that looks like an RFC 2047 encoded word is kept as literal
+    text: the worker writes every name it cannot quote as is RFC 2231-encoded."""
+    if not isinstance(filename, str):
+        raise InvalidAttachment(field, "filename is required")
+    if _FORBIDDEN_IN_FILENAME.search(filename):
+        raise HeaderInjection(
+            f"{field}.filename",
+            "a file name must not contain CR, LF, TAB, NUL, other controls or bidi controls",
+        )
+    _check_encodable(f"{field}.filename", filename)
+    filename = filename.strip()
+    if not filename:
+        raise InvalidAttachment(field, "filename is required")
+    if len(filename) > _MAX_FILENAME:
+        raise InvalidAttachment(field, f"filename is over {_MAX_FILENAME} characters")
+    if any(sep in filename for sep in "/\\") or filename in (".", ".."):
+        raise InvalidAttachment(field, "filename must be a plain name, without a path")
+    return filename
 
 
 def _optional_key(field: str, value: Any) -> str | None:

@@ -14,20 +14,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
+from settings import get_settings
 from tasks.campaign import (
     CampaignError,
+    CampaignTemplate,
+    Renderer,
     campaign_errors,
     campaign_status,
     cancel,
     pause,
+    render_job,
     resume,
     start_campaign,
 )
+from tasks.errors import InvalidEmail
+from tasks.job import EmailJob
 from tasks.ledger import suppress
 from tasks.unsubscribe import InvalidToken, make_token, unsubscribe, verify_token
+from tasks.validation import parse_mailbox
 from tests.helpers import extra_account, worker_process
+from tests.hostile import address, benign, check_received, header_name, header_value, hostile
 from worker.devserver import DevServer
+from worker.message import build_envelope
 
 TEMPLATE = {
     "subject": "Hello {{ first_name }}",
@@ -117,6 +128,17 @@ def test_a_template_error_stops_the_campaign_before_anything_is_queued(
     with pytest.raises(CampaignError, match="row 1: .*'coupon' is undefined"):
         start_campaign({"subject": "Hi", "text": "{{ coupon }}"}, rows(5, "tpl"), campaign_id="c1")
     assert campaign_status("c1") is None
+
+
+@pytest.mark.parametrize(
+    "campaign_id", ["c1\r\nBcc: x@example.com", "c1\n", "c}1", "c 1", "c1:2", "c..1"]
+)
+def test_a_campaign_id_that_could_break_a_message_id_is_refused(
+    environment: dict[str, str], campaign_id: str
+) -> None:
+    template = {**TEMPLATE, "list_id": "news.example.com"}  # the id is in no other header
+    with pytest.raises(CampaignError, match="campaign id"):
+        start_campaign(template, rows(1, "cid"), campaign_id=campaign_id)
 
 
 def test_a_bad_row_is_recorded_and_the_rest_are_sent(bulk_worker: DevServer) -> None:
@@ -253,3 +275,92 @@ def test_transactional_mail_may_opt_out_of_the_suppression_list(
     assert len(messages_of(starttls_server, reset.id)) == 1
     with pytest.raises(ValueError, match="True or False"):
         send_email.delay(to="a@example.com", subject="s", text="t", ignore_suppression="yes")
+
+
+HOSTILE_TEMPLATE = {
+    "subject": "Hello {{ first_name }}",
+    "text": "Dear {{ first_name }}, our {{ season }} sale starts now.",
+    "html": "<p>Dear {{ first_name }}</p>",
+}
+row_value = hostile(benign)
+template_extra = st.fixed_dictionaries(
+    {},
+    optional={
+        "headers": st.dictionaries(header_name, header_value, max_size=2),
+        "list_id": hostile(st.sampled_from(["news.example.com", "a b"])),
+    },
+)
+
+
+def _rendered(
+    campaign_id: str, template: CampaignTemplate, index: int, row: dict[str, Any]
+) -> EmailJob:
+    """The job the worker renders for one row (ValueError or InvalidEmail if it cannot)."""
+    _, address_ = parse_mailbox("to", row["email"])
+    variables = {k: v for k, v in row.items() if k != "email"}
+    renderer = Renderer(template)
+    settings_ = get_settings()
+    return render_job(
+        campaign_id, template, renderer, "default", index, address_, variables, settings_
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    email=address,
+    first_name=row_value,
+    season=row_value,
+    extra=template_extra,
+)
+def test_hostile_rows_render_to_a_refusal_or_an_intact_message(
+    environment: dict[str, str], email: Any, first_name: str, season: str, extra: dict[str, Any]
+) -> None:
+    template = CampaignTemplate(**HOSTILE_TEMPLATE, **extra)
+    row = {"email": email, "first_name": first_name, "season": season}
+    try:
+        job = _rendered("hostile", template, 3, row)
+    except ValueError as exc:  # InvalidEmail is one: recorded against the row, not sent
+        event(f"refused: {type(exc).__name__}")
+        return
+    event("rendered")
+    check_received(build_envelope(job).data, job)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    rows_=st.lists(st.tuples(row_value, row_value), min_size=1, max_size=4),
+    extra=template_extra,
+)
+def test_hostile_rows_through_the_bulk_worker_arrive_intact_or_are_recorded(
+    bulk_worker: DevServer, rows_: list[tuple[str, str]], extra: dict[str, Any]
+) -> None:
+    template = CampaignTemplate(**HOSTILE_TEMPLATE, **extra)
+    recipients = [{"email": "first@example.com", "first_name": "Ann", "season": "spring"}]
+    recipients += [
+        {"email": f"h{i}@example.com", "first_name": name, "season": season}
+        for i, (name, season) in enumerate(rows_, start=1)
+    ]
+    try:
+        campaign_id = start_campaign(template, recipients, check_rows=1)
+    except CampaignError:  # the template (its headers, its List-Id) is refused at start
+        return
+    wait_until_done(campaign_id, timeout=60)
+    errors = campaign_errors(campaign_id)
+    messages = messages_of_campaign(bulk_worker, campaign_id)
+    received = {m.message["Message-ID"]: m for m in messages}
+    assert len(received) == len(messages)  # one message per row at most
+    for index, row in enumerate(recipients):
+        message_id = f"<{campaign_id}-{index}@example.com>"
+        try:
+            job = _rendered(campaign_id, template, index, row)
+        except (ValueError, InvalidEmail):
+            event("row refused")
+            assert errors[index].startswith("could not render") and message_id not in received
+            continue
+        event("row sent")
+        check_received(received[message_id].data, job)

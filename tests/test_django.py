@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
+from settings import get_settings
+from tasks.errors import InvalidEmail
+from tasks.job import EmailJob
+from tasks.validation import build_job
+from tests.hostile import (
+    address,
+    benign,
+    broken,
+    check_received,
+    filename,
+    header_name,
+    header_value,
+    hostile,
+    mimetype,
+)
 from worker.devserver import DevServer, ReceivedMessage
+from worker.message import build_envelope
 
 django = pytest.importorskip("django")
 
@@ -83,3 +102,105 @@ def test_invalid_addresses_fail_at_send_unless_silenced(django_settings: None) -
     with pytest.raises(InvalidEmail):
         mail.send_mail("Hi", "body", None, ["not an address"])
     assert mail.send_mail("Hi", "body", None, ["not an address"], fail_silently=True) == 0
+
+
+def _django_message(fields: dict[str, Any]) -> Any:
+    """A Django message as an app would build it; None if Django itself refuses the input."""
+    from django.core import mail
+
+    try:
+        message = mail.EmailMultiAlternatives(
+            fields["subject"],
+            fields["body"],
+            fields["from_email"],
+            fields["to"],
+            bcc=fields["bcc"],
+            cc=fields["cc"],
+            reply_to=fields["reply_to"],
+            headers=fields["headers"],
+        )
+        if fields["html"] is not None:
+            message.attach_alternative(fields["html"], "text/html")
+        for name, content, kind in fields["attachments"]:
+            message.attach(name, content, kind)
+    except (ValueError, TypeError):
+        return None
+    return message
+
+
+# Half plain good addresses, so that most draws get past the addresses to the message.
+some_address = st.sampled_from(["ann@example.com", "Ann <ann@example.com>"]) | address
+django_fields = st.fixed_dictionaries(
+    {
+        "subject": hostile(benign),
+        "body": benign | broken(benign),
+        "html": st.none() | benign | broken(benign),
+        "from_email": st.none() | some_address,
+        "to": st.lists(some_address, min_size=1, max_size=2),
+        "cc": st.lists(some_address, max_size=1),
+        "bcc": st.lists(some_address, max_size=1),
+        "reply_to": st.lists(some_address, max_size=1),
+        "headers": st.dictionaries(header_name, header_value, max_size=2),
+        "attachments": st.lists(
+            st.tuples(
+                filename,
+                st.binary(max_size=100) | st.text(max_size=20) | st.just("\ud800"),
+                st.none() | mimetype,
+            ),
+            max_size=2,
+        ),
+    }
+)
+
+
+def _expected_job(message: Any) -> EmailJob:
+    from tasks.django import EmailBackend
+
+    return build_job(get_settings(), EmailBackend().arguments(message))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=django_fields)
+def test_hostile_django_messages_are_refused_or_built_intact(
+    django_settings: None, environment: dict[str, str], fields: dict[str, Any]
+) -> None:
+    message = _django_message(fields)
+    if message is None:
+        return
+    try:
+        job = _expected_job(message)
+    except InvalidEmail as exc:
+        event(f"refused: {exc.field.split('[')[0]}")
+        return
+    event("accepted")
+    # The backend passes Django's values through; the producer's checks hold for them too.
+    assert job.subject == message.subject
+    assert [a.filename for a in job.attachments] == [
+        a.filename.strip() for a in message.attachments
+    ]
+    check_received(build_envelope(job).data, job)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(fields=django_fields)
+def test_hostile_django_messages_through_the_worker_arrive_intact(
+    django_settings: None, starttls_server: DevServer, celery_worker: Any, fields: dict[str, Any]
+) -> None:
+    from tasks.django import EmailBackend
+
+    marker = f"dj-{uuid.uuid4().hex}@example.com"  # finds this example's message
+    message = _django_message({**fields, "bcc": [*fields["bcc"], marker]})
+    if message is None:
+        return
+    try:
+        EmailBackend().send_messages([message])
+    except InvalidEmail:
+        return
+    event("sent through the worker")
+    received = arrived(starttls_server, marker)[marker]
+    check_received(received.data, _expected_job(message))

@@ -9,6 +9,7 @@ import redis as redis_lib
 
 from tasks import (
     HeaderInjection,
+    HeaderTooLong,
     InvalidAddress,
     InvalidAttachment,
     InvalidEmail,
@@ -74,6 +75,37 @@ BAD_INPUTS = [
         {**VALID, "headers": {"From": "ceo@example.com"}}, InvalidEmail, id="reserved-header"
     ),
     pytest.param({**VALID, "to": 42}, InvalidAddress, id="wrong-type"),
+    # re.match with "$" matched before a final newline; every pattern is a fullmatch now.
+    pytest.param(
+        {**VALID, "headers": {"X-Campaign\n": "v"}}, HeaderInjection, id="header-name-final-lf"
+    ),
+    pytest.param({**VALID, "headers": {"X-" + "a" * 75: "v"}}, HeaderTooLong, id="long-name"),
+    pytest.param({**VALID, "headers": {"X-Long": "v" * 991}}, HeaderTooLong, id="long-value"),
+    pytest.param({**VALID, "subject": "é" * 400}, HeaderTooLong, id="long-encoded-subject"),
+    pytest.param(
+        {**VALID, "to": f'"{"n" * 980}" <ann@example.com>'}, InvalidAddress, id="long-display-name"
+    ),
+    *(
+        pytest.param(
+            {**VALID, "attachments": [{"filename": "a", "content_b64": "AA==", "mimetype": t}]},
+            InvalidAttachment,
+            id=f"mimetype-{t!r}",
+        )
+        for t in ("text/plain\n", "text/plaín", "text/plain; charset=utf-8", "multipart/mixed")
+    ),
+    *(
+        pytest.param(
+            {**VALID, "attachments": [{"filename": name, "content_b64": "AA=="}]},
+            HeaderInjection,
+            id=f"filename-{name!r}",
+        )
+        for name in ("a.pdf\n", "a\tb.pdf", "a\x9bb.pdf", "invoice\u202efdp.exe")
+    ),
+    pytest.param(
+        {**VALID, "attachments": [{"filename": "a" * 256, "content_b64": "AA=="}]},
+        InvalidAttachment,
+        id="filename-too-long",
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import dkim
 
 from settings.dkim import DkimKey
+from worker.header_check import check_header_block
 
 _ALSO_SIGN = (b"list-unsubscribe-post",)
 
@@ -31,4 +32,5 @@ def dkim_sign(data: bytes, from_address: str, keys: Mapping[str, DkimKey]) -> by
         signature_algorithm=key.algorithm.encode(),
         canonicalize=(b"relaxed", b"relaxed"),
     )
+    check_header_block(signature, ["DKIM-Signature"])  # dkimpy's folding, held to ours
     return signature + data

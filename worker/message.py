@@ -7,26 +7,16 @@ de-duplicate on it); ``Date`` is the time the job was accepted.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import policy, quoprimime
-from email.message import EmailMessage
-from email.policy import Policy
 from email.utils import format_datetime, formatdate
 
 from settings.dkim import DkimKey
 from tasks.job import EmailJob, Mailbox
+from worker import mime
 from worker.dkim import dkim_sign
 from worker.headers import address_list, header_block, mailbox, unstructured
-
-# 7bit-safe bodies (quoted-printable/base64) work with any server; SMTPUTF8 is used only
-# when an address needs it, and then headers may carry raw UTF-8.
-_ASCII_POLICY = policy.SMTP.clone(cte_type="7bit")
-_UTF8_POLICY = policy.SMTPUTF8.clone(cte_type="7bit")
-# The stdlib sends a text body as 7bit only if no line is longer than this (78).
-_LINE_LENGTH = _ASCII_POLICY.max_line_length
 
 
 @dataclass(frozen=True)
@@ -55,18 +45,32 @@ def build_envelope(
     smtputf8 = not all(a.isascii() for a in (job.from_email[1], *recipients)) or not all(
         _mailbox_is_ascii(m) for m in (*job.to, *job.cc, *job.reply_to)
     )
-    data = build_message_bytes(job, smtputf8=smtputf8)
+    data = build_message_bytes(job)
     if dkim_keys:
         data = dkim_sign(data, job.from_email[1], dkim_keys)
     return Envelope(sender=job.from_email[1], recipients=recipients, data=data, smtputf8=smtputf8)
 
 
-def build_message_bytes(job: EmailJob, *, smtputf8: bool = False) -> bytes:
-    """The whole message: our header block, then the MIME body (headers and parts)."""
-    body = _simple_body(job)
-    if body is None:
-        body = _mime_body(job, _UTF8_POLICY if smtputf8 else _ASCII_POLICY)
-    return header_block(_top_fields(job)) + body
+def build_message_bytes(job: EmailJob) -> bytes:
+    """The whole message: one header block (ours, then the body entity's), then the body.
+
+    Only an address may put raw UTF-8 in it (sent with SMTPUTF8); every part's header block
+    is ASCII and every body 7bit-safe, so any server takes the rest.
+    """
+    body = _body(job)
+    fields = _top_fields(job) + [("MIME-Version", "1.0")] + body.fields
+    return header_block(fields) + b"\r\n" + body.content
+
+
+def _body(job: EmailJob) -> mime.Entity:
+    """One text part, or multipart/alternative of both; inside multipart/mixed with the
+    attachments if there are any (the structure ``EmailMessage`` gives)."""
+    texts = [mime.text(content, subtype) for content, subtype in _bodies(job)]
+    body = texts[0] if len(texts) == 1 else mime.multipart("alternative", texts, job.id)
+    if not job.attachments:
+        return body
+    attachments = [mime.attachment(item) for item in job.attachments]
+    return mime.multipart("mixed", [body, *attachments], job.id)
 
 
 def _top_fields(job: EmailJob) -> list[tuple[str, str]]:
@@ -86,68 +90,11 @@ def _top_fields(job: EmailJob) -> list[tuple[str, str]]:
     return fields
 
 
-def _simple_body(job: EmailJob) -> bytes | None:
-    """Text and/or HTML without attachments, written directly; None for anything else.
-
-    The same shape ``EmailMessage.set_content`` produces (7bit when every line is ASCII and
-    fits in 78 columns, else quoted-printable), at a fraction of its cost.
-    """
-    if job.attachments:
-        return None
-    encoded = [_text_part(content, subtype) for content, subtype in _bodies(job)]
-    if len(encoded) == 1:
-        return b"MIME-Version: 1.0\r\n" + encoded[0]
-    boundary = f"=_mailworker_{job.id.replace('-', '')}"
-    if any(boundary.encode() in part for part in encoded):
-        return None  # a 7bit body that quotes our boundary: let the stdlib pick another
-    # The CRLF before each delimiter belongs to the delimiter (RFC 2046 5.1.1), not the part.
-    delimiter = f"\r\n--{boundary}\r\n".encode()
-    return (
-        f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"'
-        "\r\n".encode()
-        + b"".join(delimiter + part for part in encoded)
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-
-
 def _bodies(job: EmailJob) -> list[tuple[str, str]]:
     """(content, subtype) of each alternative, preferred last: text, then HTML if both."""
     if job.text is None:
         return [(job.html or "", "html")]
     return [(job.text, "plain")] + ([(job.html, "html")] if job.html is not None else [])
-
-
-def _text_part(content: str, subtype: str) -> bytes:
-    lines = content.encode("utf-8").splitlines()
-    if all(len(line) <= _LINE_LENGTH for line in lines) and content.isascii():
-        cte, payload = "7bit", b"\r\n".join(lines) + b"\r\n"
-    else:
-        normal = (b"\n".join(lines) + b"\n").decode("latin-1")
-        encoded = quoprimime.body_encode(normal, _LINE_LENGTH - 2)  # RFC 2045: lines <= 76
-        cte, payload = "quoted-printable", encoded.encode("ascii").replace(b"\n", b"\r\n")
-    return (
-        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-        f"Content-Transfer-Encoding: {cte}\r\n\r\n".encode()
-        + payload
-    )
-
-
-def _mime_body(job: EmailJob, policy_: Policy) -> bytes:
-    """Bodies with attachments: the stdlib's MIME machinery, our header block on top."""
-    message = EmailMessage(policy=_ASCII_POLICY)
-    (content, subtype), *alternatives = _bodies(job)
-    message.set_content(content, subtype=subtype)
-    for content, subtype in alternatives:
-        message.add_alternative(content, subtype=subtype)
-    for attachment in job.attachments:
-        maintype, _, subtype = attachment.mimetype.partition("/")
-        message.add_attachment(
-            base64.b64decode(attachment.content_b64),
-            maintype=maintype,
-            subtype=subtype,
-            filename=attachment.filename,
-        )
-    return message.as_bytes(policy=policy_)
 
 
 def _mailbox_is_ascii(mailbox: Mailbox) -> bool:
