@@ -181,7 +181,7 @@ class BatchRun:
             self._settle(by_job[job.id], result)
 
     def _settle(self, recipient: Recipient, result: DeliveryReport | BaseException) -> None:
-        index, address, _ = recipient
+        index = recipient[0]
         outcome = self.outcome
         whole_message = False
         if isinstance(result, DeliveryReport):
@@ -197,6 +197,11 @@ class BatchRun:
             return
         elif isinstance(result, DeliveryError):
             verdict, reason, whole_message = classify_error(result), str(result), True
+        elif isinstance(result, ValueError | TypeError | UnicodeError):
+            # The rendering could not be built into a safe message: nothing was sent, and
+            # another try would build the same bytes (worker.header_check, worker.mime).
+            outcome.failed[index] = f"unbuildable: {type(result).__name__}"
+            return
         else:
             log.error("batch %s: unexpected error", self.batch["id"], exc_info=result)
             outcome.retry.append(recipient)
