@@ -9,6 +9,7 @@ for what only Postfix does (421 to a pipelined RCPT, then close).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -208,3 +209,49 @@ def test_a_pipelined_421_then_close_slows_the_account_down_and_retries_later(
     assert slow and float(slow[b"factor"]) < 1  # halved: a throttle, not a dropped link
     assert record["attempt"] == 2  # retried later, not resent at once on a new connection
     assert len(raw.log.messages) == 2 and len(raw.log.connections) == 2
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_task_events_carry_ids_and_outcomes_never_an_address_or_a_reply(
+    server: DevServer,
+) -> None:
+    """Flower shows every task's return value (task-succeeded); a reply quotes addresses."""
+    from tasks.app import app
+
+    seen: list[dict[str, object]] = []
+    receiving = threading.Event()
+    receivers: list[object] = []
+
+    def listen() -> None:
+        with app.connection_for_read() as connection:
+            receiver = app.events.Receiver(
+                connection, handlers={"task-succeeded": seen.append, "*": lambda _: None}
+            )
+            receivers.append(receiver)
+            receiving.set()
+            receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def busy(command: str, argument: object, _: RecordingSMTP) -> Reply | None:
+        if command == "RCPT" and "busy-reader@" in str(argument):
+            return Reply("450 4.2.1 <busy-reader@example.com>: Mailbox busy, try again in 60 s")
+        if command == "RCPT" and "gone-reader@" in str(argument):
+            return Reply("550 5.1.1 <gone-reader@example.com>: Recipient address rejected")
+        return None
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert receiving.wait(10)
+    server.fault = busy
+    people = ["busy-reader@example.com", "gone-reader@example.com", "ann@example.com"]
+    with extra_account("flowerish", server.url()):
+        job = send_email.delay(to=people, subject="s", text="t", account="flowerish")
+        wait_for_status(job.id, "deferred")
+        try:
+            _wait_until(lambda: any(job.id in str(e.get("result")) for e in seen), 10, "event")
+        finally:
+            receivers[0].should_stop = True  # type: ignore[attr-defined]
+            listener.join(10)
+    results = " ".join(str(event.get("result")) for event in seen)
+    assert "deferred" in results and job.id in results
+    for private in ("busy-reader", "gone-reader", "ann@", "example.com", "450", "550"):
+        assert private not in results, private
