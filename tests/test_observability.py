@@ -208,3 +208,25 @@ def test_a_producer_with_a_dsn_reports_through_the_same_scrubber(observed: Obser
     assert run.returncode == 0, run.stderr
     raw = observed.sink.all_bytes()
     assert b"producer saw [email]" in raw and b"Producer-Leak-3307" not in raw
+
+
+def test_json_logs_mask_addresses_in_every_field(observed: Observed) -> None:
+    """A job published without mailworker's kwargsrepr (another producer, an old client):
+    Celery logs its arguments in the ``data`` field of the "received" record."""
+    from settings import get_settings
+    from tasks.app import SEND_EMAIL_TASK, app
+    from tasks.validation import build_job
+
+    kwargs = {"to": "Json-Field-Heron@example.com", "subject": "s", "text": "t"}
+    job = build_job(get_settings(), {**kwargs, "account": "counted"})
+    app.send_task(SEND_EMAIL_TASK, kwargs={"job": job.to_payload()}, task_id=job.id, queue=QUEUE)
+    wait_for_status(job.id, "sent", timeout=30)
+    time.sleep(0.5)  # let the worker flush its log
+    text = observed.log_file.read_text()
+    received = [
+        json.loads(line)
+        for line in text.splitlines()
+        if line.startswith("{") and job.id in line and "received" in line
+    ]
+    assert received and "[email]" in json.dumps(received[0]["data"])
+    assert "Json-Field-Heron" not in text
