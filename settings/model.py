@@ -15,6 +15,7 @@ from settings.dkim import DkimKey, dkim_keys
 from settings.errors import SettingsError
 from settings.redis_url import sentinel_parts
 from settings.smtp_url import SmtpAccount, parse_smtp_url
+from settings.urls import port_of, split_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
@@ -156,13 +157,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     if scalars.SMTP_CA_FILE is not None and not scalars.SMTP_CA_FILE.is_file():
         raise SettingsError("SMTP_CA_FILE", f"{scalars.SMTP_CA_FILE} is not a readable file")
-    if not scalars.REDIS_URL.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
-        raise SettingsError("REDIS_URL", "use redis://, rediss://, unix:// or sentinel://")
-    if scalars.REDIS_URL.startswith("sentinel://"):
-        try:
-            sentinel_parts(scalars.REDIS_URL)
-        except ValueError as exc:
-            raise SettingsError("REDIS_URL", str(exc)) from None
+    _check_redis_url(scalars.REDIS_URL)
 
     return Settings(
         redis_url=_redis_url(scalars.REDIS_URL, scalars.REDIS_SSL_CERT_REQS),
@@ -219,6 +214,22 @@ def _accounts(env: Mapping[str, str]) -> dict[str, SmtpAccount]:
 
 def _account_variable(name: str) -> str:
     return "SMTP_URL" if name == "default" else f"SMTP_URL_{name.upper()}"
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse a REDIS_URL that redis-py or kombu would misread, saying why without any part
+    of it (a password with an unencoded '/' would otherwise be shown as the port)."""
+    if not url.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+        raise SettingsError("REDIS_URL", "use redis://, rediss://, unix:// or sentinel://")
+    if url.startswith("sentinel://"):
+        try:
+            sentinel_parts(url)
+        except SettingsError:
+            raise
+        except ValueError as exc:
+            raise SettingsError("REDIS_URL", str(exc)) from None
+    elif not url.startswith("unix://"):
+        port_of("REDIS_URL", split_url("REDIS_URL", url), 6379)
 
 
 def _redis_url(url: str, cert_reqs: str) -> str:

@@ -13,14 +13,16 @@ OAuth2 token source.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from pydantic import SecretStr
 
 from settings.errors import SettingsError
 from settings.limits import AccountLimits, pop_limits
+from settings.urls import PERCENT_ENCODE, port_of, scheme_of, split_url
 
 Security = Literal["starttls", "tls", "none"]
 
@@ -86,20 +88,18 @@ def account_name(variable: str) -> str:
 
 def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
     """Parse one account URL; every problem raises :class:`SettingsError` naming ``variable``."""
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    parts = split_url(variable, url)
     if parts.scheme not in _SCHEMES:
         raise SettingsError(
             variable,
-            f"unsupported scheme {parts.scheme!r}; use smtp+starttls://user:pass@host:587, "
+            f"unsupported scheme {scheme_of(url)!r}; use smtp+starttls://user:pass@host:587, "
             "smtps://user:pass@host:465 or smtp://host:25 (a local relay without AUTH)",
         )
     security, default_port = _SCHEMES[parts.scheme]
     if not parts.hostname:
-        raise SettingsError(variable, "the URL has no host")
-    try:
-        port = parts.port or default_port
-    except ValueError as exc:
-        raise SettingsError(variable, f"bad port: {exc}") from None
+        raise SettingsError(variable, f"the URL has no host; if it has one, {PERCENT_ENCODE}")
+    port = port_of(variable, parts, default_port)
 
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
@@ -138,6 +138,7 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
     )
 
 
+_NAME = re.compile(r"[a-z][a-z0-9_.]{0,39}")
 _SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
 _OTHERS = [
     "auth",
@@ -164,8 +165,11 @@ def _pool_options(variable: str, options: dict[str, str]) -> PoolOptions:
     known = {f.name: f.type for f in fields(PoolOptions)}
     unknown = sorted(set(options) - set(known))
     if unknown:
+        # Only what looks like a parameter name is repeated: anything else may be a piece
+        # of a password (one with an unencoded '?' in it).
+        shown = [name for name in unknown if _NAME.fullmatch(name)] or "(not shown)"
         raise SettingsError(
-            variable, f"unknown query parameter(s) {unknown}; known: {sorted(known) + _OTHERS}"
+            variable, f"unknown query parameter(s) {shown}; known: {sorted(known) + _OTHERS}"
         )
     values: dict[str, float | int] = {}
     for name, raw in options.items():
