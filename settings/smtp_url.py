@@ -66,6 +66,9 @@ class SmtpAccount:
     # Certificate and host name checks; off only by an explicit tls_verify=off, which the
     # worker logs as a WARNING on every connection (worker/tls.py).
     tls_verify: bool = True
+    # token_url may be plain http only with an explicit insecure_token_url=on (a local test
+    # endpoint); the worker logs a WARNING on every token request (worker/oauth.py).
+    insecure_token_url: bool = False
     pool: PoolOptions = field(default_factory=PoolOptions)
     limits: AccountLimits = field(default_factory=AccountLimits)
 
@@ -115,6 +118,9 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         )
     pipelining = _switch(variable, options, "pipelining")
     tls_verify = _switch(variable, options, "tls_verify")
+    token_url = options.pop("token_url", None)
+    insecure_token_url = _switch(variable, options, "insecure_token_url", default="off")
+    _check_token_url(variable, token_url, insecure_token_url)
     if not tls_verify and security == "none":
         raise SettingsError(variable, "tls_verify=off on an smtp:// URL: there is no TLS to verify")
     if auth == "xoauth2" and not username:
@@ -128,7 +134,8 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         username=username,
         password=SecretStr(password) if password is not None else None,
         auth=auth,  # type: ignore[arg-type]
-        token_url=options.pop("token_url", None),
+        token_url=token_url,
+        insecure_token_url=insecure_token_url,
         client_id=options.pop("client_id", None),
         scope=options.pop("scope", None),
         pipelining=pipelining,
@@ -144,6 +151,7 @@ _OTHERS = [
     "auth",
     "client_id",
     "cluster_connections",
+    "insecure_token_url",
     "pipelining",
     "rate",
     "rate.<domain>",
@@ -153,9 +161,26 @@ _OTHERS = [
 ]
 
 
-def _switch(variable: str, options: dict[str, str], name: str) -> bool:
-    """Pop an on/off query parameter (default on)."""
-    value = options.pop(name, "on").lower()
+def _check_token_url(variable: str, token_url: str | None, insecure: bool) -> None:
+    """The client secret is posted to ``token_url``: https only, unless explicitly not."""
+    scheme = (token_url or "").partition("://")[0].lower()
+    if token_url is not None and scheme == "http" and not insecure:
+        raise SettingsError(
+            variable,
+            "token_url must be an https:// URL: the client secret is posted to it; for a "
+            "local test endpoint only, add insecure_token_url=on",
+        )
+    if token_url is not None and scheme not in ("https", "http"):
+        raise SettingsError(variable, "token_url must be an https:// URL")
+    if insecure and scheme != "http":
+        raise SettingsError(
+            variable, "insecure_token_url=on is only for a token_url=http://...; remove it"
+        )
+
+
+def _switch(variable: str, options: dict[str, str], name: str, default: str = "on") -> bool:
+    """Pop an on/off query parameter."""
+    value = options.pop(name, default).lower()
     if value not in _SWITCH:
         raise SettingsError(variable, f"{name}={value!r}: use {name}=on or off")
     return _SWITCH[value]
