@@ -20,6 +20,7 @@ import hmac
 import redis
 
 from settings import Settings, SettingsError, get_settings
+from tasks.addresses import normalize_address
 from tasks.ledger import suppress
 
 
@@ -28,7 +29,7 @@ class InvalidToken(ValueError):
 
 
 def make_token(campaign_id: str, address: str, settings: Settings | None = None) -> str:
-    body = f"{campaign_id}\n{address.lower()}".encode()
+    body = f"{campaign_id}\n{normalize_address(address)}".encode()
     return f"{_b64(body)}.{_b64(_sign(body, settings or get_settings()))}"
 
 
