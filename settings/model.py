@@ -190,7 +190,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             celery_events=scalars.CELERY_EVENTS,
         ),
         unsubscribe=Unsubscribe(
-            secret=scalars.UNSUBSCRIBE_SECRET,
+            secret=_unsubscribe_secret(scalars.UNSUBSCRIBE_SECRET),
             url=_https_url(scalars.UNSUBSCRIBE_URL),
             mailto=scalars.UNSUBSCRIBE_MAILTO,
         ),
@@ -241,6 +241,19 @@ def _redis_url(url: str, cert_reqs: str) -> str:
     if not url.startswith("rediss://") or "ssl_cert_reqs=" in url:
         return url
     return f"{url}{'&' if '?' in url else '?'}ssl_cert_reqs={cert_reqs}"
+
+
+MIN_UNSUBSCRIBE_SECRET_BYTES = 32  # HMAC-SHA256 keys shorter than the hash are guessable
+
+
+def _unsubscribe_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value().encode()) < MIN_UNSUBSCRIBE_SECRET_BYTES:
+        raise SettingsError(
+            "UNSUBSCRIBE_SECRET",
+            f"too short: use at least {MIN_UNSUBSCRIBE_SECRET_BYTES} bytes of random text, e.g. "
+            "the output of: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    return value
 
 
 def _https_url(value: str | None) -> str | None:

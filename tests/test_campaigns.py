@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from settings import SettingsError, load_settings
 from tasks.campaign import (
     CampaignError,
     campaign_errors,
@@ -24,7 +25,7 @@ from tasks.campaign import (
     resume,
     start_campaign,
 )
-from tasks.ledger import suppress
+from tasks.ledger import SUPPRESSED, suppress
 from tasks.unsubscribe import InvalidToken, make_token, unsubscribe, verify_token
 from tests.helpers import extra_account, worker_process
 from worker.devserver import DevServer
@@ -253,3 +254,28 @@ def test_transactional_mail_may_opt_out_of_the_suppression_list(
     assert len(messages_of(starttls_server, reset.id)) == 1
     with pytest.raises(ValueError, match="True or False"):
         send_email.delay(to="a@example.com", subject="s", text="t", ignore_suppression="yes")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [None, b"", 42, ["a.b"], "", ".", "a.b.c", "\x00.\x00", "ü.ü", "x" * 100_000, "@@.@@"],
+)
+def test_anything_but_a_genuine_token_is_an_invalid_token(
+    token: object, environment: dict[str, str], redis: Any
+) -> None:
+    """What an endpoint may pass on: a missing query parameter (None), bytes, any text."""
+    with pytest.raises(InvalidToken):
+        unsubscribe(token)  # type: ignore[arg-type]
+    genuine = make_token("spring", "carl@example.com")
+    with pytest.raises(InvalidToken):
+        unsubscribe(genuine.encode())  # type: ignore[arg-type]
+    assert redis.hlen(SUPPRESSED) == 0
+
+
+@pytest.mark.parametrize("secret", ["Tiny-Secret-Gecko", "x" * 31, "é" * 15])
+def test_the_unsubscribe_secret_is_at_least_32_bytes(secret: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"UNSUBSCRIBE_SECRET": secret})
+    assert caught.value.variable == "UNSUBSCRIBE_SECRET" and "32 bytes" in str(caught.value)
+    assert secret not in str(caught.value)
+    assert load_settings({"UNSUBSCRIBE_SECRET": "é" * 16}).unsubscribe.secret is not None

@@ -248,6 +248,8 @@ def _malformed_settings() -> list[tuple[dict[str, str], list[str], str]]:
     )
     for key in (f'"{pem}"', f"'{pem}'", body, pem.split("-----END")[0]):
         cases.append(({"DKIM_NEWS": f"d=example.com; s=s1; key={key}"}, secret_lines, "DKIM_NEWS"))
+    short = "Short-Secret-Vole-31-bytes-long"
+    cases.append(({"UNSUBSCRIBE_SECRET": short}, [short], "UNSUBSCRIBE_SECRET"))
     return cases
 
 
