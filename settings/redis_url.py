@@ -5,7 +5,7 @@ sentinel://:redis-password@10.0.0.1:26379;sentinel://10.0.0.2:26379/0?master_nam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote
 
 from settings.urls import port_of, split_url
@@ -13,11 +13,15 @@ from settings.urls import port_of, split_url
 
 @dataclass(frozen=True)
 class SentinelUrl:
+    """The parts of a ``sentinel://`` URL; its ``repr`` shows neither the password nor
+    the URL that holds it."""
+
     sentinels: tuple[tuple[str, int], ...]
     master_name: str
     db: int
-    password: str | None
-    broker_url: str  # the URL without master_name, as Celery's broker expects it
+    password: str | None = field(repr=False)
+    # The URL without master_name, as Celery's broker expects it.
+    broker_url: str = field(repr=False)
 
 
 def sentinel_parts(url: str) -> SentinelUrl:

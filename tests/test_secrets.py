@@ -357,3 +357,65 @@ def test_malformed_settings_never_echo_their_secrets(
             assert not found, f"{found} shown for a malformed {variable}"
     finally:
         reload_settings()
+
+
+_LEAKY_PRODUCER = """
+import sys, sentry_sdk
+from tasks import QueueUnavailable, send_email
+try:
+    send_email.delay(to="ann@example.com", subject="s", text="t")  # starts Sentry first
+except QueueUnavailable:
+    pass  # the Redis is not there; the scrubber knows its password all the same
+sentry_sdk.capture_message("leak: " + sys.stdin.read())
+sentry_sdk.flush(5)
+"""
+
+
+@pytest.mark.slow
+def test_sentry_masks_every_form_of_the_secrets_it_knows(environment: dict[str, str]) -> None:
+    """Redis and SMTP passwords as written (percent-encoded) and as used (decoded), the
+    DKIM private key whole and line by line, in an event a producer sends."""
+    from urllib.parse import quote
+
+    from settings.redis_url import sentinel_parts
+
+    pem, body = _dkim_key_body()
+    redis_pw, smtp_pw = "Redis/Pw#Okapi?7741", "Smtp:Pw@Marten/3390"
+    sink = SentrySink().start()
+    env = {
+        "SENTRY_DSN": sink.dsn,
+        "REDIS_URL": f"redis://mailer:{quote(redis_pw, safe='')}@127.0.0.1:{free_port()}/0",
+        "REDIS_TIMEOUT": "0.5",
+        "SMTP_URL_ENCODED": f"smtps://{USER}:{quote(smtp_pw, safe='')}@smtp.example.com",
+        "DKIM_LEAKY": f"d=leaky.example; s=s1; key={pem}",
+    }
+    secrets = [
+        redis_pw,
+        quote(redis_pw, safe=""),
+        smtp_pw,
+        quote(smtp_pw, safe=""),
+        pem,
+        body,
+        *pem.splitlines()[1:-1],
+    ]
+    run = subprocess.run(
+        [sys.executable, "-c", _LEAKY_PRODUCER],
+        input="\n".join(secrets),
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    sink.stop()
+    assert run.returncode == 0, run.stderr
+    sent = sink.all_bytes().decode()
+    assert "leak: [secret]" in sent
+    found = [s for s in secrets if s in sent]
+    assert not found, f"{len(found)} secret(s) reached Sentry, e.g. {found[0][:20]!r}..."
+
+    sentinel = sentinel_parts(
+        f"sentinel://:{quote(redis_pw, safe='')}@127.0.0.1:26379;sentinel://h2:26379/0"
+        "?master_name=m"
+    )
+    assert sentinel.password == redis_pw
+    assert "Okapi" not in repr(sentinel) and "Okapi" not in str(sentinel)
