@@ -51,6 +51,7 @@ class _Environment(BaseModel):
     LOG_FORMAT: Literal["text", "json"] = "text"
     LOG_ADDRESSES: bool = False
     METRICS_PORT: int | None = Field(default=None, ge=0, le=65535)
+    METRICS_HOST: str = "127.0.0.1"
     CELERY_EVENTS: bool = True
     UNSUBSCRIBE_SECRET: SecretStr | None = None
     UNSUBSCRIBE_URL: str | None = None
@@ -94,6 +95,7 @@ class Observability:
     log_format: Literal["text", "json"] = "text"
     log_addresses: bool = False  # addresses in log lines are masked unless this is on
     metrics_port: int | None = None  # Prometheus endpoint on the worker, off by default
+    metrics_host: str = "127.0.0.1"  # the address it listens on: loopback unless told
     celery_events: bool = True  # task events for Flower
 
 
@@ -187,6 +189,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             log_format=scalars.LOG_FORMAT,
             log_addresses=scalars.LOG_ADDRESSES,
             metrics_port=scalars.METRICS_PORT,
+            metrics_host=scalars.METRICS_HOST,
             celery_events=scalars.CELERY_EVENTS,
         ),
         unsubscribe=Unsubscribe(

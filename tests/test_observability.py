@@ -230,3 +230,28 @@ def test_json_logs_mask_addresses_in_every_field(observed: Observed) -> None:
     ]
     assert received and "[email]" in json.dumps(received[0]["data"])
     assert "Json-Field-Heron" not in text
+
+
+def _answers(host: str, port: int, wait: float = 0) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5):  # noqa: S310
+                return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+
+def test_metrics_listen_on_loopback_unless_metrics_host_says_otherwise(
+    observed: Observed, environment: dict[str, str]
+) -> None:
+    """127.0.0.2 is loopback too (Linux routes 127/8 to lo): a wildcard listener answers
+    there, one bound to 127.0.0.1 does not."""
+    assert _answers("127.0.0.1", observed.metrics_port, wait=30)
+    assert not _answers("127.0.0.2", observed.metrics_port)
+    port = free_port()
+    env = {"METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.2"}
+    with worker_process("metrics-host", env):
+        assert _answers("127.0.0.2", port, wait=30) and not _answers("127.0.0.1", port)
