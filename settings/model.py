@@ -10,6 +10,7 @@ from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from redis.connection import parse_url
 
 from settings.dkim import DkimKey, dkim_keys
 from settings.errors import SettingsError
@@ -231,8 +232,13 @@ def _check_redis_url(url: str) -> None:
             raise
         except ValueError as exc:
             raise SettingsError("REDIS_URL", str(exc)) from None
-    elif not url.startswith("unix://"):
-        port_of("REDIS_URL", split_url("REDIS_URL", url), 6379)
+    else:
+        if not url.startswith("unix://"):
+            port_of("REDIS_URL", split_url("REDIS_URL", url), 6379)
+        try:
+            parse_url(url)  # what redis-py will read: its errors name an option, not a value
+        except ValueError as exc:
+            raise SettingsError("REDIS_URL", f"redis-py cannot use it: {exc}") from None
 
 
 def _redis_url(url: str, cert_reqs: str) -> str:
