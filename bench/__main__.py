@@ -85,7 +85,7 @@ def main() -> None:
             f"?max_connections={args.concurrency}&max_messages=100000",
             "SMTP_CA_FILE": ca_file,
             "DEFAULT_FROM_EMAIL": "bench@example.com",
-            "UNSUBSCRIBE_SECRET": "bench-secret",
+            "UNSUBSCRIBE_SECRET": "bench-unsubscribe-secret-of-32-bytes",
             "UNSUBSCRIBE_URL": "https://bench.example.com/unsubscribe",
         }
         os.environ.update(env)

@@ -82,16 +82,50 @@ def _tags(variable: str, value: str) -> dict[str, str]:
         raise SettingsError(variable, "expected 'd=...; s=...; key=...', got a bare PEM key")
     head, sep, pem = value.partition("key=-----BEGIN")  # a PEM may hold '=' and newlines
     tags: dict[str, str] = {}
-    for part in head.split(";"):
+    for number, part in enumerate(head.split(";"), start=1):
         name, eq, tag_value = part.strip().partition("=")
         if not name:
             continue
-        if not eq:
-            raise SettingsError(variable, f"{part.strip()!r} is not name=value")
+        if not eq:  # not repeated: it may be a piece of a key
+            raise SettingsError(
+                variable,
+                f"tag {number} is not name=value; expected 'd=example.com; s=selector; key=PATH'",
+            )
         tags[name.strip().lower()] = tag_value.strip()
     if sep:
         tags["key"] = "-----BEGIN" + pem
     return tags
+
+
+# What is wrong with key=, said without any part of it: it may be the private key itself.
+_NOT_PEM = (
+    "key= is not an unencrypted PEM private key: give the PEM with its -----BEGIN and "
+    "-----END lines, line breaks as newlines or \\n, and no passphrase (openssl pkey -in "
+    "KEY -out KEY.pem)"
+)
+_BARE_BASE64 = re.compile(r"[A-Za-z0-9+][A-Za-z0-9+/=\s]{63,}")
+
+
+def _pem(variable: str, source: str) -> bytes:
+    """The PEM bytes that ``key=`` gives, inline or as a path."""
+    if source[:1] in ("'", '"'):
+        raise SettingsError(variable, "key= is in quotes: remove them, the PEM goes unquoted")
+    if source.startswith("-----BEGIN"):
+        return source.replace("\\n", "\n").encode()  # one-line env vars often escape newlines
+    if _BARE_BASE64.fullmatch(source):
+        raise SettingsError(
+            variable,
+            "key= looks like a bare base64 key: give the whole PEM, with its "
+            "-----BEGIN PRIVATE KEY----- and -----END PRIVATE KEY----- lines, or a file path",
+        )
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise SettingsError(
+            variable,
+            f"key= is not a readable file ({exc.strerror}): give the path of a PEM private "
+            "key file, or the PEM itself starting with -----BEGIN",
+        ) from None
 
 
 def _load_key(
@@ -101,19 +135,11 @@ def _load_key(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-    if source.startswith("-----BEGIN"):
-        pem = source.replace("\\n", "\n").encode()  # single-line env vars often escape newlines
-    else:
-        try:
-            pem = Path(source).read_bytes()
-        except OSError as exc:
-            raise SettingsError(variable, f"cannot read key={source}: {exc.strerror}") from None
+    pem = _pem(variable, source.strip())
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise SettingsError(
-            variable, f"the key is not an unencrypted PEM private key ({exc})"
-        ) from None
+    except (ValueError, TypeError):
+        raise SettingsError(variable, _NOT_PEM) from None
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < _MIN_RSA_BITS:
             raise SettingsError(

@@ -10,11 +10,13 @@ from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from redis.connection import parse_url
 
 from settings.dkim import DkimKey, dkim_keys
 from settings.errors import SettingsError
 from settings.redis_url import sentinel_parts
 from settings.smtp_url import SmtpAccount, parse_smtp_url
+from settings.urls import port_of, split_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
@@ -50,6 +52,7 @@ class _Environment(BaseModel):
     LOG_FORMAT: Literal["text", "json"] = "text"
     LOG_ADDRESSES: bool = False
     METRICS_PORT: int | None = Field(default=None, ge=0, le=65535)
+    METRICS_HOST: str = "127.0.0.1"
     CELERY_EVENTS: bool = True
     UNSUBSCRIBE_SECRET: SecretStr | None = None
     UNSUBSCRIBE_URL: str | None = None
@@ -93,6 +96,7 @@ class Observability:
     log_format: Literal["text", "json"] = "text"
     log_addresses: bool = False  # addresses in log lines are masked unless this is on
     metrics_port: int | None = None  # Prometheus endpoint on the worker, off by default
+    metrics_host: str = "127.0.0.1"  # the address it listens on: loopback unless told
     celery_events: bool = True  # task events for Flower
 
 
@@ -156,13 +160,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     if scalars.SMTP_CA_FILE is not None and not scalars.SMTP_CA_FILE.is_file():
         raise SettingsError("SMTP_CA_FILE", f"{scalars.SMTP_CA_FILE} is not a readable file")
-    if not scalars.REDIS_URL.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
-        raise SettingsError("REDIS_URL", "use redis://, rediss://, unix:// or sentinel://")
-    if scalars.REDIS_URL.startswith("sentinel://"):
-        try:
-            sentinel_parts(scalars.REDIS_URL)
-        except ValueError as exc:
-            raise SettingsError("REDIS_URL", str(exc)) from None
+    _check_redis_url(scalars.REDIS_URL)
 
     return Settings(
         redis_url=_redis_url(scalars.REDIS_URL, scalars.REDIS_SSL_CERT_REQS),
@@ -192,10 +190,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             log_format=scalars.LOG_FORMAT,
             log_addresses=scalars.LOG_ADDRESSES,
             metrics_port=scalars.METRICS_PORT,
+            metrics_host=scalars.METRICS_HOST,
             celery_events=scalars.CELERY_EVENTS,
         ),
         unsubscribe=Unsubscribe(
-            secret=scalars.UNSUBSCRIBE_SECRET,
+            secret=_unsubscribe_secret(scalars.UNSUBSCRIBE_SECRET),
             url=_https_url(scalars.UNSUBSCRIBE_URL),
             mailto=scalars.UNSUBSCRIBE_MAILTO,
         ),
@@ -221,6 +220,27 @@ def _account_variable(name: str) -> str:
     return "SMTP_URL" if name == "default" else f"SMTP_URL_{name.upper()}"
 
 
+def _check_redis_url(url: str) -> None:
+    """Refuse a REDIS_URL that redis-py or kombu would misread, saying why without any part
+    of it (a password with an unencoded '/' would otherwise be shown as the port)."""
+    if not url.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+        raise SettingsError("REDIS_URL", "use redis://, rediss://, unix:// or sentinel://")
+    if url.startswith("sentinel://"):
+        try:
+            sentinel_parts(url)
+        except SettingsError:
+            raise
+        except ValueError as exc:
+            raise SettingsError("REDIS_URL", str(exc)) from None
+    else:
+        if not url.startswith("unix://"):
+            port_of("REDIS_URL", split_url("REDIS_URL", url), 6379)
+        try:
+            parse_url(url)  # what redis-py will read: its errors name an option, not a value
+        except ValueError as exc:
+            raise SettingsError("REDIS_URL", f"redis-py cannot use it: {exc}") from None
+
+
 def _redis_url(url: str, cert_reqs: str) -> str:
     """``rediss://`` without ``ssl_cert_reqs`` gets REDIS_SSL_CERT_REQS (``required``).
 
@@ -230,6 +250,19 @@ def _redis_url(url: str, cert_reqs: str) -> str:
     if not url.startswith("rediss://") or "ssl_cert_reqs=" in url:
         return url
     return f"{url}{'&' if '?' in url else '?'}ssl_cert_reqs={cert_reqs}"
+
+
+MIN_UNSUBSCRIBE_SECRET_BYTES = 32  # HMAC-SHA256 keys shorter than the hash are guessable
+
+
+def _unsubscribe_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value().encode()) < MIN_UNSUBSCRIBE_SECRET_BYTES:
+        raise SettingsError(
+            "UNSUBSCRIBE_SECRET",
+            f"too short: use at least {MIN_UNSUBSCRIBE_SECRET_BYTES} bytes of random text, e.g. "
+            "the output of: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    return value
 
 
 def _https_url(value: str | None) -> str | None:

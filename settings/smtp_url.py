@@ -13,14 +13,16 @@ OAuth2 token source.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from pydantic import SecretStr
 
 from settings.errors import SettingsError
 from settings.limits import AccountLimits, pop_limits
+from settings.urls import PERCENT_ENCODE, port_of, scheme_of, split_url
 
 Security = Literal["starttls", "tls", "none"]
 
@@ -64,6 +66,9 @@ class SmtpAccount:
     # Certificate and host name checks; off only by an explicit tls_verify=off, which the
     # worker logs as a WARNING on every connection (worker/tls.py).
     tls_verify: bool = True
+    # token_url may be plain http only with an explicit insecure_token_url=on (a local test
+    # endpoint); the worker logs a WARNING on every token request (worker/oauth.py).
+    insecure_token_url: bool = False
     pool: PoolOptions = field(default_factory=PoolOptions)
     limits: AccountLimits = field(default_factory=AccountLimits)
 
@@ -86,20 +91,18 @@ def account_name(variable: str) -> str:
 
 def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
     """Parse one account URL; every problem raises :class:`SettingsError` naming ``variable``."""
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    parts = split_url(variable, url)
     if parts.scheme not in _SCHEMES:
         raise SettingsError(
             variable,
-            f"unsupported scheme {parts.scheme!r}; use smtp+starttls://user:pass@host:587, "
+            f"unsupported scheme {scheme_of(url)!r}; use smtp+starttls://user:pass@host:587, "
             "smtps://user:pass@host:465 or smtp://host:25 (a local relay without AUTH)",
         )
     security, default_port = _SCHEMES[parts.scheme]
     if not parts.hostname:
-        raise SettingsError(variable, "the URL has no host")
-    try:
-        port = parts.port or default_port
-    except ValueError as exc:
-        raise SettingsError(variable, f"bad port: {exc}") from None
+        raise SettingsError(variable, f"the URL has no host; if it has one, {PERCENT_ENCODE}")
+    port = port_of(variable, parts, default_port)
 
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
@@ -115,6 +118,9 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         )
     pipelining = _switch(variable, options, "pipelining")
     tls_verify = _switch(variable, options, "tls_verify")
+    token_url = options.pop("token_url", None)
+    insecure_token_url = _switch(variable, options, "insecure_token_url", default="off")
+    _check_token_url(variable, token_url, insecure_token_url)
     if not tls_verify and security == "none":
         raise SettingsError(variable, "tls_verify=off on an smtp:// URL: there is no TLS to verify")
     if auth == "xoauth2" and not username:
@@ -128,7 +134,8 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         username=username,
         password=SecretStr(password) if password is not None else None,
         auth=auth,  # type: ignore[arg-type]
-        token_url=options.pop("token_url", None),
+        token_url=token_url,
+        insecure_token_url=insecure_token_url,
         client_id=options.pop("client_id", None),
         scope=options.pop("scope", None),
         pipelining=pipelining,
@@ -138,11 +145,13 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
     )
 
 
+_NAME = re.compile(r"[a-z][a-z0-9_.]{0,39}")
 _SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
 _OTHERS = [
     "auth",
     "client_id",
     "cluster_connections",
+    "insecure_token_url",
     "pipelining",
     "rate",
     "rate.<domain>",
@@ -152,9 +161,26 @@ _OTHERS = [
 ]
 
 
-def _switch(variable: str, options: dict[str, str], name: str) -> bool:
-    """Pop an on/off query parameter (default on)."""
-    value = options.pop(name, "on").lower()
+def _check_token_url(variable: str, token_url: str | None, insecure: bool) -> None:
+    """The client secret is posted to ``token_url``: https only, unless explicitly not."""
+    scheme = (token_url or "").partition("://")[0].lower()
+    if token_url is not None and scheme == "http" and not insecure:
+        raise SettingsError(
+            variable,
+            "token_url must be an https:// URL: the client secret is posted to it; for a "
+            "local test endpoint only, add insecure_token_url=on",
+        )
+    if token_url is not None and scheme not in ("https", "http"):
+        raise SettingsError(variable, "token_url must be an https:// URL")
+    if insecure and scheme != "http":
+        raise SettingsError(
+            variable, "insecure_token_url=on is only for a token_url=http://...; remove it"
+        )
+
+
+def _switch(variable: str, options: dict[str, str], name: str, default: str = "on") -> bool:
+    """Pop an on/off query parameter."""
+    value = options.pop(name, default).lower()
     if value not in _SWITCH:
         raise SettingsError(variable, f"{name}={value!r}: use {name}=on or off")
     return _SWITCH[value]
@@ -164,8 +190,11 @@ def _pool_options(variable: str, options: dict[str, str]) -> PoolOptions:
     known = {f.name: f.type for f in fields(PoolOptions)}
     unknown = sorted(set(options) - set(known))
     if unknown:
+        # Only what looks like a parameter name is repeated: anything else may be a piece
+        # of a password (one with an unencoded '?' in it).
+        shown = [name for name in unknown if _NAME.fullmatch(name)] or "(not shown)"
         raise SettingsError(
-            variable, f"unknown query parameter(s) {unknown}; known: {sorted(known) + _OTHERS}"
+            variable, f"unknown query parameter(s) {shown}; known: {sorted(known) + _OTHERS}"
         )
     values: dict[str, float | int] = {}
     for name, raw in options.items():

@@ -3,7 +3,8 @@
 mailworker:sent:<job id>        SET   recipients that got 250 to DATA for this job
 mailworker:idem:<key>           STR   the job id that claimed an idempotency key
 mailworker:running:<job id>     STR   held while one copy of the job is being sent
-mailworker:suppressed           HASH  address → why it gets no more mail
+mailworker:suppressed           HASH  address → why it gets no more mail; the address in
+                                      one form (tasks.addresses.normalize_address)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import redis
 import redis.asyncio
 
+from tasks.addresses import normalize_address
 from tasks.redis_client import KEY_PREFIX, get_redis
 
 LEDGER_TTL = 30 * 24 * 3600
@@ -73,14 +75,15 @@ def release_idempotency_key(key: str, job_id: str, *, client: redis.Redis | None
 
 
 def suppress(address: str, reason: str, *, client: redis.Redis | None = None) -> None:
-    (client or get_redis()).hset(SUPPRESSED, address.lower(), reason)
+    (client or get_redis()).hset(SUPPRESSED, normalize_address(address), reason)
 
 
 def suppressed(addresses: tuple[str, ...], *, client: redis.Redis | None = None) -> set[str]:
     """The subset of ``addresses`` on the suppression list."""
     if not addresses:
         return set()
-    reasons = (client or get_redis()).hmget(SUPPRESSED, [a.lower() for a in addresses])
+    keys = [normalize_address(a) for a in addresses]
+    reasons = (client or get_redis()).hmget(SUPPRESSED, keys)
     return {a for a, why in zip(addresses, reasons, strict=True) if why is not None}
 
 
@@ -88,7 +91,8 @@ def unsuppress(addresses: list[str], *, client: redis.Redis | None = None) -> in
     """Take ``addresses`` off the suppression list; return how many were on it."""
     if not addresses:
         return 0
-    return int((client or get_redis()).hdel(SUPPRESSED, *[a.lower() for a in addresses]))
+    keys = [normalize_address(a) for a in addresses]
+    return int((client or get_redis()).hdel(SUPPRESSED, *keys))
 
 
 def suppression_list(*, client: redis.Redis | None = None) -> Iterator[tuple[str, str]]:

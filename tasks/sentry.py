@@ -13,17 +13,19 @@ refused messages make one Sentry issue, and tagged account, smtp_code, enhanced_
 campaign, attempt; ``job_id`` rides along for ``mailworker status`` / ``dead show``.
 
 Every event and breadcrumb passes :func:`scrub`: e-mail addresses become ``[email]``, the
-passwords, client secrets and OAuth tokens mailworker knows become ``[secret]``, and fields
+passwords, client secrets, OAuth tokens and DKIM keys mailworker knows become ``[secret]``
+(passwords both as written in their URL and decoded; keys by line too), and fields
 that carry message content (subject, bodies, recipients, task arguments) are dropped.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import sentry_sdk
 from sentry_sdk.integrations.celery import CeleryIntegration
@@ -63,14 +65,7 @@ def init_sentry(settings: Settings) -> bool:
     if _initialised or not settings.sentry_dsn:
         return _initialised
     with _lock:
-        for account in settings.accounts.values():
-            if account.password is not None:
-                _secrets.add(account.password.get_secret_value())
-        redis_password = urlsplit(settings.redis_url).password
-        if redis_password:
-            _secrets.add(redis_password)
-        if settings.unsubscribe.secret is not None:
-            _secrets.add(settings.unsubscribe.secret.get_secret_value())
+        _secrets.update(known_secrets(settings))
         if _initialised or sentry_sdk.get_client().is_active():
             return _initialised
         sentry_sdk.init(
@@ -89,6 +84,66 @@ def init_sentry(settings: Settings) -> bool:
         )
         _initialised = True
         return True
+
+
+def known_secrets(settings: Settings) -> set[str]:
+    """Every secret in ``settings``, in each form it may take in text: passwords as used
+    (decoded) and as written in their URL (percent-encoded), DKIM keys whole and by line."""
+    found: set[str] = set()
+    for account in settings.accounts.values():
+        if account.password is not None:
+            found |= _both_forms(account.password.get_secret_value())
+    for password in _redis_passwords(settings.redis_url):
+        found |= _both_forms(password)
+    if settings.unsubscribe.secret is not None:
+        found.add(settings.unsubscribe.secret.get_secret_value())
+    for key in settings.dkim.values():
+        found |= _key_texts(key.private_key.get_secret_value())
+    return {secret for secret in found if secret}
+
+
+def _both_forms(password: str) -> set[str]:
+    decoded = unquote(password)
+    return {password, decoded, quote(decoded, safe=""), quote(decoded)}
+
+
+def _redis_passwords(url: str) -> list[str]:
+    if url.startswith("sentinel://"):
+        parts = [urlsplit(part) for part in url.split(";")]
+    else:
+        parts = [urlsplit(url)]
+    passwords = [p.password for p in parts if p.password]
+    for part in parts:  # unix:///run/redis.sock?password=... and friends
+        passwords += parse_qs(part.query).get("password", [])
+    return passwords
+
+
+def _key_texts(private_key: bytes) -> set[str]:
+    """A DKIM private key as we hold it and as PKCS#8 PEM (how it is usually written),
+    whole, as one line of base64 and line by line: a partial leak is masked too."""
+    texts = {private_key.decode(), _pkcs8(private_key)}
+    for text in list(texts):
+        lines = [line for line in text.splitlines() if not line.startswith("-----")]
+        texts.add("".join(lines))
+        texts |= {line for line in lines if len(line) >= 16}
+    return texts
+
+
+def _pkcs8(private_key: bytes) -> str:
+    """The PKCS#8 PEM of a key held as PKCS#1 PEM (RSA) or as a base64 seed (Ed25519)."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    try:
+        if private_key.startswith(b"-----BEGIN"):
+            key: Any = ser.load_pem_private_key(private_key, password=None)
+        else:
+            key = ed25519.Ed25519PrivateKey.from_private_bytes(base64.b64decode(private_key))
+        return key.private_bytes(
+            ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()
+        ).decode()
+    except (ValueError, TypeError):
+        return ""
 
 
 def remember_secret(value: str) -> None:
@@ -156,7 +211,8 @@ def _clean(value: Any, key: str | None = None) -> Any:
 
 
 def _clean_text(text: str) -> str:
-    for secret in _secrets:
+    # Longest first: a whole key before its lines, a decoded password before a part of it.
+    for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "[secret]")
     return mask_addresses(text)

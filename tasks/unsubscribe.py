@@ -20,7 +20,10 @@ import hmac
 import redis
 
 from settings import Settings, SettingsError, get_settings
+from tasks.addresses import normalize_address
 from tasks.ledger import suppress
+
+MAX_TOKEN_CHARS = 2048  # a campaign id and an address make a few hundred
 
 
 class InvalidToken(ValueError):
@@ -28,25 +31,34 @@ class InvalidToken(ValueError):
 
 
 def make_token(campaign_id: str, address: str, settings: Settings | None = None) -> str:
-    body = f"{campaign_id}\n{address.lower()}".encode()
+    body = f"{campaign_id}\n{normalize_address(address)}".encode()
     return f"{_b64(body)}.{_b64(_sign(body, settings or get_settings()))}"
 
 
 def verify_token(token: str, settings: Settings | None = None) -> tuple[str, str]:
-    """``(campaign id, address)`` of a genuine token; :class:`InvalidToken` otherwise."""
+    """``(campaign id, address)`` of a genuine token; :class:`InvalidToken` for anything
+    else (``None`` from a missing query parameter, bytes, any text), never another error."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+        raise InvalidToken("malformed unsubscribe token")
     try:
         body_part, signature_part = token.split(".")
         body, signature = _unb64(body_part), _unb64(signature_part)
-        campaign_id, address = body.decode().split("\n")
     except ValueError:
         raise InvalidToken("malformed unsubscribe token") from None
     if not hmac.compare_digest(signature, _sign(body, settings or get_settings())):
         raise InvalidToken("unsubscribe token signature does not match")
+    try:
+        campaign_id, address = body.decode().split("\n")
+    except ValueError:  # signed by us, so not expected: still not a token we can use
+        raise InvalidToken("malformed unsubscribe token") from None
     return campaign_id, address
 
 
 def unsubscribe(token: str, *, client: redis.Redis | None = None) -> tuple[str, str]:
-    """Verify ``token`` and add its address to the suppression list; return what it named."""
+    """Verify ``token`` and add its address to the suppression list; return what it named.
+
+    Raises :class:`InvalidToken` for any input that is not a genuine token: an endpoint
+    answers it with 400, and only a missing UNSUBSCRIBE_SECRET is a different error."""
     campaign_id, address = verify_token(token)
     suppress(address, f"unsubscribed (campaign {campaign_id})", client=client)
     return campaign_id, address

@@ -30,7 +30,7 @@ from worker.devserver import DevServer
 USER = "mailer@example.com"
 PASSWORD = "Pw-7f3c9-zebra-QUOKKA"  # distinctive: tests search raw bytes for it
 FROM = "App <app@example.com>"
-UNSUBSCRIBE_SECRET = "test-unsubscribe-secret-7731"  # signs campaign unsubscribe tokens
+UNSUBSCRIBE_SECRET = "Unsub-Secret-Quetzal-7731-Margay-4402"  # >= 32 bytes, distinctive
 REDIS_USER = "mailer"
 REDIS_PASSWORD = "Redis-Pw-Okapi-6620"  # distinctive, like PASSWORD
 

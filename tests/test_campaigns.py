@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from settings import get_settings
+from settings import SettingsError, get_settings, load_settings
 from tasks.campaign import (
     CampaignError,
     CampaignTemplate,
@@ -32,7 +32,7 @@ from tasks.campaign import (
 )
 from tasks.errors import InvalidEmail
 from tasks.job import EmailJob
-from tasks.ledger import suppress
+from tasks.ledger import SUPPRESSED, suppress
 from tasks.unsubscribe import InvalidToken, make_token, unsubscribe, verify_token
 from tasks.validation import parse_mailbox
 from tests.helpers import extra_account, worker_process
@@ -364,3 +364,28 @@ def test_hostile_rows_through_the_bulk_worker_arrive_intact_or_are_recorded(
             continue
         event("row sent")
         check_received(received[message_id].data, job)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [None, b"", 42, ["a.b"], "", ".", "a.b.c", "\x00.\x00", "ü.ü", "x" * 100_000, "@@.@@"],
+)
+def test_anything_but_a_genuine_token_is_an_invalid_token(
+    token: object, environment: dict[str, str], redis: Any
+) -> None:
+    """What an endpoint may pass on: a missing query parameter (None), bytes, any text."""
+    with pytest.raises(InvalidToken):
+        unsubscribe(token)  # type: ignore[arg-type]
+    genuine = make_token("spring", "carl@example.com")
+    with pytest.raises(InvalidToken):
+        unsubscribe(genuine.encode())  # type: ignore[arg-type]
+    assert redis.hlen(SUPPRESSED) == 0
+
+
+@pytest.mark.parametrize("secret", ["Tiny-Secret-Gecko", "x" * 31, "é" * 15])
+def test_the_unsubscribe_secret_is_at_least_32_bytes(secret: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"UNSUBSCRIBE_SECRET": secret})
+    assert caught.value.variable == "UNSUBSCRIBE_SECRET" and "32 bytes" in str(caught.value)
+    assert secret not in str(caught.value)
+    assert load_settings({"UNSUBSCRIBE_SECRET": "é" * 16}).unsubscribe.secret is not None

@@ -110,7 +110,7 @@ def test_a_key_can_be_given_inline_and_never_shows_in_repr() -> None:
     ("value", "words"),
     [
         ("d=example.com; s=s1", "missing ['key']"),
-        ("d=example.com; s=s1; key=/no/such/key.pem", "cannot read key=/no/such/key.pem"),
+        ("d=example.com; s=s1; key=/no/such/key.pem", "key= is not a readable file"),
         ("d=example.com; s=bad selector; key=/x", "not a DNS label"),
         ("d=example.com; s=s1; key=-----BEGIN PRIVATE KEY-----\nnope\n", "not an unencrypted PEM"),
         ("example.com", "not name=value"),

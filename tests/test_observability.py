@@ -208,3 +208,50 @@ def test_a_producer_with_a_dsn_reports_through_the_same_scrubber(observed: Obser
     assert run.returncode == 0, run.stderr
     raw = observed.sink.all_bytes()
     assert b"producer saw [email]" in raw and b"Producer-Leak-3307" not in raw
+
+
+def test_json_logs_mask_addresses_in_every_field(observed: Observed) -> None:
+    """A job published without mailworker's kwargsrepr (another producer, an old client):
+    Celery logs its arguments in the ``data`` field of the "received" record."""
+    from settings import get_settings
+    from tasks.app import SEND_EMAIL_TASK, app
+    from tasks.validation import build_job
+
+    kwargs = {"to": "Json-Field-Heron@example.com", "subject": "s", "text": "t"}
+    job = build_job(get_settings(), {**kwargs, "account": "counted"})
+    app.send_task(SEND_EMAIL_TASK, kwargs={"job": job.to_payload()}, task_id=job.id, queue=QUEUE)
+    wait_for_status(job.id, "sent", timeout=30)
+    time.sleep(0.5)  # let the worker flush its log
+    text = observed.log_file.read_text()
+    received = [
+        json.loads(line)
+        for line in text.splitlines()
+        if line.startswith("{") and job.id in line and "received" in line
+    ]
+    assert received and "[email]" in json.dumps(received[0]["data"])
+    assert "Json-Field-Heron" not in text
+
+
+def _answers(host: str, port: int, wait: float = 0) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5):  # noqa: S310
+                return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+
+def test_metrics_listen_on_loopback_unless_metrics_host_says_otherwise(
+    observed: Observed, environment: dict[str, str]
+) -> None:
+    """127.0.0.2 is loopback too (Linux routes 127/8 to lo): a wildcard listener answers
+    there, one bound to 127.0.0.1 does not."""
+    assert _answers("127.0.0.1", observed.metrics_port, wait=30)
+    assert not _answers("127.0.0.2", observed.metrics_port)
+    port = free_port()
+    env = {"METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.2"}
+    with worker_process("metrics-host", env):
+        assert _answers("127.0.0.2", port, wait=30) and not _answers("127.0.0.1", port)

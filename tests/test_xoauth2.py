@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from settings import get_settings
+from settings import SettingsError, get_settings, load_settings
 from tasks.validation import build_job
 from tests.helpers import extra_account
+from tests.test_cli import mailworker
 from worker.devserver import DevServer
 from worker.errors import AuthenticationRefused
 from worker.oauth import register_token_provider
@@ -93,16 +95,21 @@ def token_endpoint(oauth_server: DevServer) -> Iterator[tuple[str, list[dict[str
     http.server_close()
 
 
-def _client_credentials_url(server: DevServer, token_url: str, secret: str) -> str:
-    query = urllib.parse.urlencode(
-        {
-            "auth": "xoauth2",
-            "token_url": token_url,
-            "client_id": "app-123",
-            "scope": "smtp.send",
-            "max_messages": 1,
-        }
-    )
+def _client_credentials_url(
+    server: DevServer, token_url: str, secret: str, *, plain_http: bool = True
+) -> str:
+    """The account URL; the test's token endpoint speaks plain http, which takes the
+    explicit ``insecure_token_url=on`` (a local test server is what it exists for)."""
+    parameters = {
+        "auth": "xoauth2",
+        "token_url": token_url,
+        "client_id": "app-123",
+        "scope": "smtp.send",
+        "max_messages": 1,
+    }
+    if plain_http:
+        parameters["insecure_token_url"] = "on"
+    query = urllib.parse.urlencode(parameters)
     return f"smtp+starttls://{urllib.parse.quote(MAILBOX)}:{secret}@127.0.0.1:{server.port}?{query}"
 
 
@@ -140,3 +147,41 @@ def test_a_bad_client_secret_is_a_clear_error_without_the_secret(
     assert "401" in str(caught.value) and "SMTP_URL_M365BAD" in str(caught.value)
     assert "nope-x" not in str(caught.value)
     assert oauth_server.messages == []
+
+
+def test_a_plain_http_token_url_is_refused_unless_explicitly_allowed(
+    oauth_server: DevServer,
+    token_endpoint: tuple[str, list],
+    environment: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token_url, requests = token_endpoint
+    refused = _client_credentials_url(oauth_server, token_url, CLIENT_SECRET, plain_http=False)
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"SMTP_URL_M365": refused})
+    assert caught.value.variable == "SMTP_URL_M365" and "https" in str(caught.value)
+    checked = mailworker("check", "m365", env={**environment, "SMTP_URL_M365": refused})
+    assert checked.returncode == 2 and "token_url" in checked.stderr
+    assert requests == [] and CLIENT_SECRET not in checked.stdout + checked.stderr
+
+    allowed = _client_credentials_url(oauth_server, token_url, CLIENT_SECRET)
+    checked = mailworker("check", "m365", env={**environment, "SMTP_URL_M365": allowed})
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "WARNING" in checked.stdout and "insecure_token_url=on" in checked.stdout
+    runtime = Runtime()
+    with extra_account("m365", allowed), caplog.at_level(logging.WARNING):
+        try:
+            _send("m365", runtime)
+        finally:
+            runtime.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mailworker.oauth"]
+    assert warnings and all("'m365'" in w and "plain http" in w for w in warnings)
+    for scheme in ("file:///etc/passwd", "ftp://tokens.example/t"):
+        with pytest.raises(SettingsError, match="https"):
+            load_settings(
+                {
+                    "SMTP_URL_M365": refused.replace(
+                        urllib.parse.quote(token_url, safe=""), urllib.parse.quote(scheme, safe="")
+                    )
+                }
+            )

@@ -19,6 +19,7 @@ from typing import Any
 from celery import Task
 
 from settings import Settings, get_settings
+from tasks.addresses import normalize_address
 from tasks.app import BULK_QUEUE, SEND_BATCH_TASK
 from tasks.campaign import Renderer, campaign_key, load_template, render_job
 from tasks.dead import bury
@@ -131,7 +132,7 @@ class BatchRun:
         stage_hold(pipe, batch["id"], lock_seconds)
         for index, _, _ in recipients:
             pipe.getbit(campaign_key(self.campaign, "sent"), index)
-        pipe.hmget(SUPPRESSED, [address.lower() for _, address, _ in recipients])
+        pipe.hmget(SUPPRESSED, [normalize_address(address) for _, address, _ in recipients])
         held, *bits, flags = pipe.execute()
         if not held:
             wait = lock_remaining(batch["id"], client=self.client) + 1

@@ -36,14 +36,22 @@ class CheckReport:
 
 
 def unverified_warning(account: SmtpAccount) -> str | None:
-    """What ``check`` and ``doctor`` say about an account with ``tls_verify=off``."""
-    if account.tls_verify:
-        return None
-    return (
-        f"tls_verify=off in {account.variable}: the server's certificate and host name are "
-        "NOT verified, so anyone on the network path can read the password and the mail; "
-        "remove it (for a private CA set SMTP_CA_FILE instead)"
-    )
+    """What ``check`` and ``doctor`` say about an account with ``tls_verify=off`` or
+    ``insecure_token_url=on``."""
+    warnings = []
+    if not account.tls_verify:
+        warnings.append(
+            f"tls_verify=off in {account.variable}: the server's certificate and host name "
+            "are NOT verified, so anyone on the network path can read the password and the "
+            "mail; remove it (for a private CA set SMTP_CA_FILE instead)"
+        )
+    if account.insecure_token_url:
+        warnings.append(
+            f"insecure_token_url=on in {account.variable}: the OAuth client secret is posted "
+            "to token_url over plain http, readable by anyone on the network path; use the "
+            "provider's https token endpoint"
+        )
+    return "; ".join(warnings) or None
 
 
 async def check_account(account: SmtpAccount, settings: Settings) -> CheckReport:

@@ -564,11 +564,12 @@ def suppress_remove(addresses: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def suppress_check(addresses: tuple[str, ...], as_json: bool) -> None:
     """Say for each address whether it is suppressed, and why. Exits 1 if any is."""
+    from tasks.addresses import normalize_address
     from tasks.ledger import SUPPRESSED
     from tasks.redis_client import get_redis
 
     _settings()
-    reasons = get_redis().hmget(SUPPRESSED, [a.lower() for a in addresses])
+    reasons = get_redis().hmget(SUPPRESSED, [normalize_address(a) for a in addresses])
     if as_json:
         found = [
             {"address": a, "suppressed": bool(r), "reason": r}
@@ -588,6 +589,7 @@ def suppress_import(csv_file: Any, reason: str) -> None:
     """Suppress every address of CSV_FILE (an 'email' column, or one address per line)."""
     import csv
 
+    from tasks.addresses import normalize_address
     from tasks.ledger import SUPPRESSED
     from tasks.redis_client import get_redis
 
@@ -598,11 +600,11 @@ def suppress_import(csv_file: Any, reason: str) -> None:
     column = [c.strip().lower() for c in first.split(",")].index("email") if has_header else 0
     pipe, count = get_redis().pipeline(transaction=False), 0
     if not has_header and first.strip():
-        pipe.hset(SUPPRESSED, first.strip().lower(), reason)
+        pipe.hset(SUPPRESSED, normalize_address(first), reason)
         count += 1
     for row in rows:
         if len(row) > column and "@" in row[column]:
-            pipe.hset(SUPPRESSED, row[column].strip().lower(), reason)
+            pipe.hset(SUPPRESSED, normalize_address(row[column]), reason)
             count += 1
             if count % 1000 == 0:
                 pipe.execute()

@@ -2,8 +2,10 @@
 
 ``LOG_FORMAT=json`` turns every record of the worker into one JSON object per line (with the
 fields passed in ``extra=``, such as job_id, account, outcome, smtp_code, attempt,
-latency_ms). E-mail addresses in any message are masked as ``[email]`` unless
-``LOG_ADDRESSES=true``; subjects and bodies are never logged.
+latency_ms). E-mail addresses are masked as ``[email]`` unless ``LOG_ADDRESSES=true``: in
+the message, the exception and stack text, and every ``extra=`` field, however nested
+(Celery's "received" record carries a job's arguments in ``data``); subjects and bodies
+are never logged.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from settings import Settings
@@ -21,14 +24,36 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 
 
 class MaskAddresses(logging.Filter):
-    """Rewrites each record's message with addresses masked (it never drops a record)."""
+    """Masks addresses in every part of a record a formatter may write (never drops one)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = mask_addresses(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_addresses(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_addresses(record.stack_info)
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD:
+                setattr(record, key, _masked(value))
         return True
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with addresses masked in every string inside it; other objects as text."""
+    if isinstance(value, str):
+        return mask_addresses(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {_masked(str(k)): _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_masked(v) for v in value]
+    return mask_addresses(str(value))
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,8 +66,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = record.stack_info
         return json.dumps(entry, default=str)
 
 

@@ -1,6 +1,7 @@
 """Counters an operator can use: per process for Prometheus, cluster-wide in Redis.
 
-Prometheus (prometheus-client), served by the worker on ``METRICS_PORT`` when it is set:
+Prometheus (prometheus-client), served by the worker on ``METRICS_PORT`` when it is set, on
+``METRICS_HOST`` (127.0.0.1 unless set otherwise):
 
     mailworker_messages_total{account, outcome}    sent | deferred | bounced | dead | suppressed
     mailworker_send_seconds{account}                histogram of one delivery attempt
@@ -79,13 +80,16 @@ class PoolCollector(Collector):
 _served = False
 
 
-def serve_metrics(port: int | None, registry: Any = REGISTRY) -> bool:
-    """Start the Prometheus endpoint once per process; ``None`` means metrics are off."""
+def serve_metrics(port: int | None, host: str = "127.0.0.1", registry: Any = REGISTRY) -> bool:
+    """Start the Prometheus endpoint once per process; ``None`` means metrics are off.
+
+    It listens on ``host`` (METRICS_HOST): loopback by default, since the counters name
+    accounts and the endpoint has no authentication; 0.0.0.0 for a scraper elsewhere."""
     global _served
     if port is None or _served:
         return False
     registry.register(PoolCollector())
-    start_http_server(port, registry=registry)
+    start_http_server(port, addr=host, registry=registry)
     _served = True
-    log.info("Prometheus metrics on :%d/metrics", port)
+    log.info("Prometheus metrics on %s:%d/metrics", host, port)
     return True

@@ -3,8 +3,10 @@
 A token comes either from a provider the application registers
 (:func:`register_token_provider`) or from the OAuth2 client-credentials grant configured on
 the account URL (``?auth=xoauth2&token_url=...&client_id=...&scope=...``, the client secret
-as the URL password). Tokens are cached, refreshed ``REFRESH_MARGIN`` seconds before they
-expire and once more after a 535; they are never logged.
+as the URL password; ``token_url`` is https, or plain http with an explicit
+``insecure_token_url=on`` and a WARNING on every request). Tokens are cached, refreshed
+``REFRESH_MARGIN`` seconds before they expire and once more after a 535; they are never
+logged.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import time
 import urllib.error
 import urllib.parse
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from settings import SmtpAccount
 from tasks.sentry import remember_secret
 from worker.errors import AuthenticationRefused
+
+log = logging.getLogger("mailworker.oauth")
 
 REFRESH_MARGIN = 60.0
 
@@ -89,6 +94,17 @@ async def _call_provider(provider: TokenProvider) -> AccessToken:
 
 def _client_credentials(account: SmtpAccount) -> AccessToken:
     assert account.token_url is not None and account.client_id is not None
+    if not account.token_url.lower().startswith("https://"):
+        if not account.insecure_token_url:  # settings refuse it; never post a secret in clear
+            raise AuthenticationRefused(
+                account.name, f"account {account.name!r}: token_url is not https"
+            )
+        log.warning(
+            "account %r: the OAuth client secret goes to the token endpoint over plain http "
+            "(insecure_token_url=on in %s); anyone on the network path can read it",
+            account.name,
+            account.variable,
+        )
     form = {
         "grant_type": "client_credentials",
         "client_id": account.client_id,

@@ -20,6 +20,7 @@ from typing import Any
 from celery import Task
 
 from settings import Settings, SettingsError, get_settings
+from tasks.addresses import normalize_address
 from tasks.app import TRANSACTIONAL_QUEUE
 from tasks.dead import bury
 from tasks.deferred import stage_defer, stage_discard
@@ -129,7 +130,7 @@ class JobRun:
         pipe = self.client.pipeline(transaction=False)
         stage_hold(pipe, job.id, lock_seconds)
         pipe.smembers(sent_key(job.id))
-        pipe.hmget(SUPPRESSED, [r.lower() for r in job.recipients])
+        pipe.hmget(SUPPRESSED, [normalize_address(r) for r in job.recipients])
         pipe.hgetall(pause_key(job.account))
         stage_status(pipe, job.id, "sending", attempt=job.attempt)
         held, sent, flags, pause, *_ = pipe.execute()
