@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from email.header import Header
-from email.utils import formataddr
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -166,7 +165,9 @@ def parse_mailbox(field: str, value: Any) -> Mailbox:
     name, address = result.display_name or "", f"{result.local_part}@{result.ascii_domain}"
     # An ASCII name is written quoted and cannot be folded inside a word; a non-ASCII one
     # becomes encoded words, which fold. "Reply-To: " is the longest header it may go in.
-    written = formataddr((name, address)) if name.isascii() else address
+    # (formataddr refuses a non-ASCII local part, which SMTPUTF8 allows: quote by hand.)
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    written = f'"{quoted}" <{address}>' if name.isascii() else address
     if len("Reply-To: ") + len(written.encode("utf-8")) > _LINE_LIMIT:
         raise InvalidAddress(field, f"the display name does not fit in a {_LINE_LIMIT}-octet line")
     return (name, address)
