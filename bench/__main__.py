@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from mailworker.dev.devredis import start_private_redis
+from mailworker.worker.commands import celery_worker_argv
 
 from bench.sink import COUNTER, FLOOR_DONE, FLOOR_LAST, LAST, PASSWORD, USER
-from worker.commands import celery_worker_argv
-from worker.devredis import start_private_redis
 
 RESULTS = Path(__file__).parent / "results"
 FLOOR_KEYS = (FLOOR_DONE, FLOOR_LAST)
@@ -133,7 +133,7 @@ class Bench:
             )
             results["mailworker"].append(
                 self.queued(
-                    "worker",
+                    "mailworker.worker",
                     "email",
                     self._mailworker_producer(),
                     profile=self.args.profile and last,
@@ -142,7 +142,7 @@ class Bench:
             # Limits far above the send rate: what the Redis limiter itself costs.
             results["limited"].append(
                 self.queued(
-                    "worker",
+                    "mailworker.worker",
                     "email",
                     self._mailworker_producer(),
                     env={"SMTP_URL": self.env["SMTP_URL"] + "&" + LIMITS_FAR_ABOVE},
@@ -229,9 +229,9 @@ class Bench:
         return produce
 
     def _mailworker_producer(self) -> Callable[[int], None]:
-        from settings import reload_settings
-        from tasks import send_email
-        from tasks.app import configure_app
+        from mailworker.settings import reload_settings
+        from mailworker.tasks import send_email
+        from mailworker.tasks.app import configure_app
 
         configure_app(reload_settings())
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from mailworker.worker.commands import celery_worker_argv
 
 from bench.sink import COUNTER, LAST
-from worker.commands import celery_worker_argv
 
 TEMPLATE = {
     "subject": "Hello {{ first_name }}",
@@ -58,7 +58,7 @@ def rows(count: int) -> Iterator[dict[str, str]]:
 
 
 def produce(count: int) -> None:
-    from tasks.campaign import start_campaign
+    from mailworker.tasks.campaign import start_campaign
 
     started = time.time()
     campaign_id = start_campaign(TEMPLATE, rows(count), max_queued_batches=10**9)
@@ -121,7 +121,7 @@ def _used_memory(client: redis.Redis) -> int:
 
 def _latencies(client: redis.Redis, count: int) -> tuple[float, float]:
     """Send ``count`` transactional messages 100 ms apart: p50 and p99 seconds to "sent"."""
-    from tasks import send_email, status
+    from mailworker.tasks import send_email, status
 
     sent_at = {}
     for n in range(count):

@@ -13,8 +13,7 @@ from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
-
-from worker.tls import client_tls_context
+from mailworker.delivery.tls import client_tls_context
 
 
 async def run(count: int, connections: int) -> float:

@@ -21,11 +21,12 @@ import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+from mailworker.delivery.connection import open_connection
+from mailworker.delivery.runtime import Runtime
+from mailworker.delivery.tls import account_tls_context
+from mailworker.settings import Settings, SmtpAccount, load_settings
+
 from bench.limiter import send_round
-from settings import Settings, SmtpAccount, load_settings
-from worker.connection import open_connection
-from worker.runtime import Runtime
-from worker.tls import account_tls_context
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ import statistics
 import sys
 import time
 
-from settings import load_settings
-from tasks.validation import build_job
-from worker.runtime import Runtime
+from mailworker.delivery.runtime import Runtime
+from mailworker.settings import load_settings
+from mailworker.tasks.validation import build_job
 
 LIMITS = "rate=100000/s,100000000/d&rate.example.com=100000/s"
 

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import redis
-
-from worker.devserver import DevServer
+from mailworker.dev.devserver import DevServer
 
 USER, PASSWORD = "bench@example.com", "bench-password"
 COUNTER, LAST = "bench:received", "bench:last_accepted"

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from settings.errors import SettingsError
-from settings.limits import AccountLimits, Rate
-from settings.model import DEFAULT_REDIS_URL, LimiterPolicy, RetryPolicy, Settings, load_settings
-from settings.smtp_url import PoolOptions, SmtpAccount, parse_smtp_url
+from mailworker.settings.errors import SettingsError
+from mailworker.settings.limits import AccountLimits, Rate
+from mailworker.settings.model import (
+    DEFAULT_REDIS_URL,
+    LimiterPolicy,
+    RetryPolicy,
+    Settings,
+    load_settings,
+)
+from mailworker.settings.smtp_url import PoolOptions, SmtpAccount, parse_smtp_url
 
 __all__ = [
     "DEFAULT_REDIS_URL",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from settings.errors import SettingsError
+from mailworker.settings.errors import SettingsError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _WINDOW = re.compile(r"^\s*(\d+)\s*/\s*([smhd])\s*$")

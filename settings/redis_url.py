@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote
 
-from settings.urls import port_of, split_url
+from mailworker.settings.urls import port_of, split_url
 
 
 @dataclass(frozen=True)

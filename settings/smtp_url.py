@@ -18,11 +18,10 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 from urllib.parse import parse_qsl, unquote
 
+from mailworker.settings.errors import SettingsError
+from mailworker.settings.limits import AccountLimits, pop_limits
+from mailworker.settings.urls import PERCENT_ENCODE, port_of, scheme_of, split_url
 from pydantic import SecretStr
-
-from settings.errors import SettingsError
-from settings.limits import AccountLimits, pop_limits
-from settings.urls import PERCENT_ENCODE, port_of, scheme_of, split_url
 
 Security = Literal["starttls", "tls", "none"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit
 
-from settings.errors import SettingsError
+from mailworker.settings.errors import SettingsError
 
 PERCENT_ENCODE = (
     "percent-encode the user name and password (/ as %2F, ? as %3F, # as %23, @ as %40, "

@@ -1,13 +1,14 @@
 """mailworker's producer API.
 
-from tasks import send_email
+from mailworker.tasks import send_email
 result = send_email.delay(to="ann@example.com", subject="Hi", text="Hello")
 result.id  # the job id: `mailworker status <id>`
 """
 
-from tasks import campaign  # noqa: F401  (registers the campaign batch task)
-from tasks.app import app
-from tasks.errors import (
+from mailworker.store.status import status
+from mailworker.tasks import campaign  # noqa: F401  (registers the campaign batch task)
+from mailworker.tasks.app import app
+from mailworker.tasks.errors import (
     HeaderInjection,
     HeaderTooLong,
     InvalidAddress,
@@ -17,8 +18,7 @@ from tasks.errors import (
     QueueUnavailable,
     UnknownAccount,
 )
-from tasks.send import send_email
-from tasks.status import status
+from mailworker.tasks.send import send_email
 
 __all__ = [
     "HeaderInjection",

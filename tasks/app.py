@@ -10,9 +10,8 @@ from typing import Any
 
 from celery import Celery
 from kombu import Queue
-
-from settings import Settings, get_settings
-from settings.redis_url import sentinel_parts
+from mailworker.settings import Settings, get_settings
+from mailworker.settings.redis_url import sentinel_parts
 
 TRANSACTIONAL_QUEUE = "email"
 BULK_QUEUE = "bulk"  # campaigns: their own queue and Procfile process type

@@ -36,16 +36,15 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
-
-from settings import Settings, SettingsError, get_settings
-from tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app, queue_key
-from tasks.deferred import defer
-from tasks.errors import InvalidEmail
-from tasks.job import EmailJob
-from tasks.redis_client import KEY_PREFIX, get_redis
-from tasks.send import publish
-from tasks.unsubscribe import unsubscribe_headers
-from tasks.validation import build_job, parse_mailbox
+from mailworker.settings import Settings, SettingsError, get_settings
+from mailworker.store.client import KEY_PREFIX, get_redis
+from mailworker.store.deferred import defer
+from mailworker.store.job import EmailJob
+from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app, queue_key
+from mailworker.tasks.errors import InvalidEmail
+from mailworker.tasks.send import publish
+from mailworker.tasks.unsubscribe import unsubscribe_headers
+from mailworker.tasks.validation import build_job, parse_mailbox
 
 BATCH_VERSION = 1
 # The id goes into each Message-ID (<id>-<n>@domain, RFC 5322 dot-atom) and into Redis hash
@@ -353,6 +352,6 @@ def _set_state(campaign_id: str, state: str) -> None:
 # The worker side runs it; producers only publish batches (see worker.campaign_runner).
 @app.task(name=SEND_BATCH_TASK, bind=True)
 def send_batch(self: Any, job: dict[str, Any]) -> dict[str, Any]:
-    from worker.campaign_runner import run_batch
+    from mailworker.worker.campaign_runner import run_batch
 
     return run_batch(self, job)

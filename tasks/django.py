@@ -1,7 +1,7 @@
 """A Django email backend: ``send_mail()`` and ``EmailMessage.send()`` go through the queue.
 
     # settings.py
-    EMAIL_BACKEND = "tasks.django.EmailBackend"
+    EMAIL_BACKEND = "mailworker.django.EmailBackend"
     MAILWORKER_ACCOUNT = "default"  # optional: the SMTP account (SMTP_URL_<NAME>)
 
 Each message becomes one ``send_email.delay()`` job: text body, an HTML alternative,
@@ -20,10 +20,9 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
-
-from tasks.errors import InvalidAttachment, InvalidEmail, QueueUnavailable
-from tasks.send import send_email
-from tasks.validation import RESERVED_HEADERS
+from mailworker.tasks.errors import InvalidAttachment, InvalidEmail, QueueUnavailable
+from mailworker.tasks.send import send_email
+from mailworker.tasks.validation import RESERVED_HEADERS
 
 
 class EmailBackend(BaseEmailBackend):

@@ -17,17 +17,16 @@ import redis
 from celery import Task
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
-
-from settings import get_settings
-from tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
-from tasks.deferred import discard, stage_defer
-from tasks.errors import InvalidEmail, QueueUnavailable
-from tasks.job import EmailJob
-from tasks.ledger import claim_idempotency_key
-from tasks.redis_client import get_redis
-from tasks.sentry import init_sentry
-from tasks.status import stage_status, status_key
-from tasks.validation import build_job
+from mailworker.observe.sentry import init_sentry
+from mailworker.settings import get_settings
+from mailworker.store.client import get_redis
+from mailworker.store.deferred import discard, stage_defer
+from mailworker.store.job import EmailJob
+from mailworker.store.ledger import claim_idempotency_key
+from mailworker.store.status import stage_status, status_key
+from mailworker.tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
+from mailworker.tasks.errors import InvalidEmail, QueueUnavailable
+from mailworker.tasks.validation import build_job
 
 
 class SendEmailTask(Task):
@@ -60,7 +59,7 @@ class SendEmailTask(Task):
 # task, not when a producer imports it.
 @app.task(base=SendEmailTask, name=SEND_EMAIL_TASK, bind=True)
 def send_email(self: SendEmailTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    from worker.task_runner import run_job  # the worker side; never loaded by producers
+    from mailworker.worker.task_runner import run_job  # the worker side; never loaded by producers
 
     # Anything can arrive from Redis: run_job dead-letters whatever is not one job=.
     return run_job(self, *args, **kwargs)

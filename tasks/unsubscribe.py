@@ -18,10 +18,9 @@ import hashlib
 import hmac
 
 import redis
-
-from settings import Settings, SettingsError, get_settings
-from tasks.addresses import normalize_address
-from tasks.ledger import suppress
+from mailworker.settings import Settings, SettingsError, get_settings
+from mailworker.store.addresses import normalize_address
+from mailworker.store.ledger import suppress
 
 MAX_TOKEN_CHARS = 2048  # a campaign id and an address make a few hundred
 

@@ -17,9 +17,9 @@ from email.header import Header
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-
-from settings import Settings
-from tasks.errors import (
+from mailworker.settings import Settings
+from mailworker.store.job import Attachment, EmailJob, Mailbox
+from mailworker.tasks.errors import (
     HeaderInjection,
     HeaderTooLong,
     InvalidAddress,
@@ -28,7 +28,6 @@ from tasks.errors import (
     MessageTooLarge,
     UnknownAccount,
 )
-from tasks.job import Attachment, EmailJob, Mailbox
 
 ARGUMENTS = frozenset(
     {

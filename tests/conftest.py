@@ -15,17 +15,16 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 import trustme
-
-from settings import reload_settings
-from tasks.app import configure_app
-from tasks.redis_client import reset_redis
-from worker.devredis import (
+from mailworker.dev.devredis import (
     MAILWORKER_ACL_RULES,
     AclUser,
     RedisUnavailable,
     start_private_redis,
 )
-from worker.devserver import DevServer
+from mailworker.dev.devserver import DevServer
+from mailworker.settings import reload_settings
+from mailworker.store.client import reset_redis
+from mailworker.tasks.app import configure_app
 
 USER = "mailer@example.com"
 PASSWORD = "Pw-7f3c9-zebra-QUOKKA"  # distinctive: tests search raw bytes for it
@@ -160,9 +159,8 @@ def environment(
 @pytest.fixture(scope="session")
 def celery_worker(environment: dict[str, str]) -> Iterator[object]:
     from celery.contrib.testing.worker import start_worker
-
-    from worker import app
-    from worker.runtime import close_runtime
+    from mailworker.delivery.runtime import close_runtime
+    from mailworker.worker import app
 
     with start_worker(
         app,
@@ -189,7 +187,7 @@ def _fresh_suppression_list(request: pytest.FixtureRequest) -> Iterator[None]:
     """A bounce in one test must not silence the shared test addresses of the next."""
     yield
     if "environment" in request.fixturenames:
-        from tasks.ledger import SUPPRESSED
-        from tasks.redis_client import get_redis
+        from mailworker.store.client import get_redis
+        from mailworker.store.ledger import SUPPRESSED
 
         get_redis().delete(SUPPRESSED)

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from settings import reload_settings
-from tasks import send_email, status
-from worker.commands import celery_worker_argv
-from worker.devserver import DevServer, ReceivedMessage
+from mailworker.dev.devserver import DevServer, ReceivedMessage
+from mailworker.settings import reload_settings
+from mailworker.tasks import send_email, status
+from mailworker.worker.commands import celery_worker_argv
 
 
 def wait_for_status(job_id: str, *states: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -80,7 +80,8 @@ def worker_process(
     loglevel: str = "WARNING",
     log_file: Any = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``celery -A worker worker`` process consuming ``queue``; killed if left running."""
+    """A real ``celery -A mailworker.worker worker`` process consuming ``queue``; killed if
+    left running."""
     hostname = f"{queue}{name}-{os.getpid()}@%h"
     argv = celery_worker_argv(
         queue, pool=pool, concurrency=concurrency, hostname=hostname, loglevel=loglevel
@@ -96,7 +97,7 @@ def worker_process(
 
 _PRODUCE = """
 import json, sys
-from tasks import send_email
+from mailworker.tasks import send_email
 queue, jobs = sys.argv[1], json.loads(sys.argv[2])
 print(json.dumps([send_email.apply_async(kwargs=k, queue=queue).id for k in jobs]))
 """

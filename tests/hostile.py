@@ -18,8 +18,7 @@ import re
 from typing import Any
 
 from hypothesis import strategies as st
-
-from tasks.job import EmailJob
+from mailworker.store.job import EmailJob
 
 INJECTIONS = [
     "\r\nBcc: injected@evil.example",

@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
-from settings import SettingsError, get_settings, load_settings
-from tasks.campaign import (
+from mailworker.delivery.message import build_envelope
+from mailworker.dev.devserver import DevServer
+from mailworker.settings import SettingsError, get_settings, load_settings
+from mailworker.store.job import EmailJob
+from mailworker.store.ledger import SUPPRESSED, suppress
+from mailworker.tasks.campaign import (
     CampaignError,
     CampaignTemplate,
     Renderer,
@@ -30,15 +33,12 @@ from tasks.campaign import (
     resume,
     start_campaign,
 )
-from tasks.errors import InvalidEmail
-from tasks.job import EmailJob
-from tasks.ledger import SUPPRESSED, suppress
-from tasks.unsubscribe import InvalidToken, make_token, unsubscribe, verify_token
-from tasks.validation import parse_mailbox
+from mailworker.tasks.errors import InvalidEmail
+from mailworker.tasks.unsubscribe import InvalidToken, make_token, unsubscribe, verify_token
+from mailworker.tasks.validation import parse_mailbox
+
 from tests.helpers import extra_account, worker_process
 from tests.hostile import address, benign, check_received, header_name, header_value, hostile
-from worker.devserver import DevServer
-from worker.message import build_envelope
 
 TEMPLATE = {
     "subject": "Hello {{ first_name }}",
@@ -188,7 +188,7 @@ def test_a_producer_killed_half_way_resumes_without_duplicates_or_gaps(
         writer.writeheader()
         writer.writerows(rows(1000, "kill"))
     command = [
-        sys.executable, "-m", "worker.cli", "campaign", "start", str(path),
+        sys.executable, "-m", "mailworker.cli", "campaign", "start", str(path),
         "--subject", "Hi {{ first_name }}", "--text", str(text), "--id", "killed-producer",
         "--chunk-size", "20", "--account", "paced",
     ]  # fmt: skip
@@ -220,7 +220,7 @@ def test_an_unsubscribe_token_names_one_recipient_of_one_campaign(
         with pytest.raises(InvalidToken):
             verify_token(forged)
     assert unsubscribe(token) == ("spring", "ann@example.com")
-    from tasks.ledger import suppressed
+    from mailworker.store.ledger import suppressed
 
     assert suppressed(("ann@example.com",)) == {"ann@example.com"}
 
@@ -228,8 +228,9 @@ def test_an_unsubscribe_token_names_one_recipient_of_one_campaign(
 def test_scheduled_mail_waits_in_redis_not_in_a_worker(
     bulk_worker: DevServer, celery_worker: Any
 ) -> None:
-    from tasks import send_email
-    from tasks.deferred import due_at
+    from mailworker.store.deferred import due_at
+    from mailworker.tasks import send_email
+
     from tests.helpers import wait_for_status
 
     send_at = time.time() + 2
@@ -248,7 +249,7 @@ def test_scheduled_mail_waits_in_redis_not_in_a_worker(
 def test_send_at_must_be_a_moment(environment: dict[str, str]) -> None:
     import datetime
 
-    from tasks import InvalidEmail, send_email
+    from mailworker.tasks import InvalidEmail, send_email
 
     for bad in (datetime.datetime(2030, 1, 1), "tomorrow", float("nan")):
         with pytest.raises(InvalidEmail) as error:
@@ -259,7 +260,8 @@ def test_send_at_must_be_a_moment(environment: dict[str, str]) -> None:
 def test_transactional_mail_may_opt_out_of_the_suppression_list(
     starttls_server: DevServer, celery_worker: Any
 ) -> None:
-    from tasks import send_email
+    from mailworker.tasks import send_email
+
     from tests.helpers import messages_of, wait_for_status
 
     suppress("bounced-once@example.com", "hard bounce last year")

@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from settings import RetryPolicy
-from worker.classify import (
+from mailworker.delivery.classify import (
     Decision,
     Stage,
     account_advice,
@@ -19,9 +17,10 @@ from worker.classify import (
     enhanced_code,
     retry_hint,
 )
-from worker.errors import AuthenticationRefused, TransientFailure
-from worker.outcome import plan
-from worker.retry import compute_backoff, next_retry_at
+from mailworker.delivery.errors import AuthenticationRefused, TransientFailure
+from mailworker.delivery.outcome import plan
+from mailworker.delivery.retry import compute_backoff, next_retry_at
+from mailworker.settings import RetryPolicy
 
 CORPUS = Path(__file__).parent / "corpus" / "smtp_replies.csv"
 with CORPUS.open(newline="", encoding="utf-8") as corpus:

@@ -15,7 +15,7 @@ from tests.helpers import wait_for_status
 
 def mailworker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "mailworker.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -69,8 +69,8 @@ def test_help_reads_well() -> None:
 
 
 def test_limits_shows_configured_limits_and_current_usage(environment: dict[str, str]) -> None:
-    from settings import load_settings
-    from worker.ratelimit import RateLimiter
+    from mailworker.delivery.ratelimit import RateLimiter
+    from mailworker.settings import load_settings
 
     url = environment["SMTP_URL"] + "?rate=20/m,500/d&cluster_connections=2"
     account = load_settings({**environment, "SMTP_URL_LIMITED": url}).account("limited")
@@ -125,7 +125,7 @@ def test_doctor_runs_every_check_and_says_what_to_do(environment: dict[str, str]
 def test_stats_counts_outcomes_across_workers(
     environment: dict[str, str], celery_worker: object
 ) -> None:
-    from tasks import send_email
+    from mailworker.tasks import send_email
 
     before = json.loads(mailworker("stats", "--json", env={}).stdout)["accounts"]["implicit"]
     job_ids = [

@@ -12,13 +12,15 @@ import time
 from collections import Counter
 
 import pytest
+from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
+from mailworker.settings import reload_settings
+from mailworker.store.dead import count as dead_count
+from mailworker.store.deferred import defer, due_at
+from mailworker.store.ledger import suppressed
+from mailworker.store.pauses import paused_until
+from mailworker.tasks import send_email
+from mailworker.tasks.validation import build_job
 
-from settings import reload_settings
-from tasks import send_email
-from tasks.dead import count as dead_count
-from tasks.deferred import defer, due_at
-from tasks.ledger import suppressed
-from tasks.validation import build_job
 from tests.conftest import USER
 from tests.helpers import (
     extra_account,
@@ -28,8 +30,6 @@ from tests.helpers import (
     wait_for_status,
     worker_process,
 )
-from worker.devserver import DevServer, RecordingSMTP, Reply
-from worker.pause import paused_until
 
 
 def message_ids(server: DevServer) -> Counter[str]:
@@ -140,7 +140,7 @@ def test_1000_jobs_through_a_server_failing_10_percent_arrive_exactly_once(
 def test_a_job_deferred_for_2_hours_survives_a_worker_restart(
     server: DevServer, environment: dict[str, str]
 ) -> None:
-    from settings import get_settings
+    from mailworker.settings import get_settings
 
     with extra_account("later", server.url()):
         job = build_job(
@@ -221,8 +221,8 @@ def test_sigkill_three_times_while_2000_jobs_drain(
 def test_a_job_the_broker_lost_is_published_again_by_its_watchdog(
     server: DevServer, environment: dict[str, str]
 ) -> None:
-    from tasks.deferred import DUE
-    from tasks.redis_client import get_redis
+    from mailworker.store.client import get_redis
+    from mailworker.store.deferred import DUE
 
     client = get_redis()
     with extra_account("watched", server.url()):

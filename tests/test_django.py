@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from mailworker.delivery.message import build_envelope
+from mailworker.dev.devserver import DevServer, ReceivedMessage
+from mailworker.settings import get_settings
+from mailworker.store.job import EmailJob
+from mailworker.tasks.errors import InvalidEmail
+from mailworker.tasks.validation import build_job
 
-from settings import get_settings
-from tasks.errors import InvalidEmail
-from tasks.job import EmailJob
-from tasks.validation import build_job
 from tests.hostile import (
     address,
     benign,
@@ -27,8 +29,6 @@ from tests.hostile import (
     hostile,
     mimetype,
 )
-from worker.devserver import DevServer, ReceivedMessage
-from worker.message import build_envelope
 
 django = pytest.importorskip("django")
 
@@ -61,8 +61,7 @@ def test_send_mail_and_alternatives_with_attachments_go_through_the_queue(
     django_settings: None, starttls_server: DevServer, celery_worker: Any
 ) -> None:
     from django.core import mail
-
-    from tasks.django import EmailBackend
+    from mailworker.tasks.django import EmailBackend
 
     assert isinstance(mail.get_connection(), EmailBackend)
     assert mail.send_mail("Plain", "Plain body", None, ["dj-plain@example.com"]) == 1
@@ -96,8 +95,7 @@ def test_send_mail_and_alternatives_with_attachments_go_through_the_queue(
 
 def test_invalid_addresses_fail_at_send_unless_silenced(django_settings: None) -> None:
     from django.core import mail
-
-    from tasks import InvalidEmail
+    from mailworker.tasks import InvalidEmail
 
     with pytest.raises(InvalidEmail):
         mail.send_mail("Hi", "body", None, ["not an address"])
@@ -154,7 +152,7 @@ django_fields = st.fixed_dictionaries(
 
 
 def _expected_job(message: Any) -> EmailJob:
-    from tasks.django import EmailBackend
+    from mailworker.tasks.django import EmailBackend
 
     return build_job(get_settings(), EmailBackend().arguments(message))
 
@@ -191,7 +189,7 @@ def test_hostile_django_messages_are_refused_or_built_intact(
 def test_hostile_django_messages_through_the_worker_arrive_intact(
     django_settings: None, starttls_server: DevServer, celery_worker: Any, fields: dict[str, Any]
 ) -> None:
-    from tasks.django import EmailBackend
+    from mailworker.tasks.django import EmailBackend
 
     marker = f"dj-{uuid.uuid4().hex}@example.com"  # finds this example's message
     message = _django_message({**fields, "bcc": [*fields["bcc"], marker]})

@@ -6,8 +6,7 @@ import json
 
 import pytest
 import redis as redis_lib
-
-from tasks import (
+from mailworker.tasks import (
     HeaderInjection,
     HeaderTooLong,
     InvalidAddress,
@@ -17,6 +16,7 @@ from tasks import (
     UnknownAccount,
     send_email,
 )
+
 from tests.conftest import PASSWORD
 
 PROBE_QUEUE = "validation-probe"  # no worker consumes it: whatever is published stays there
@@ -158,8 +158,8 @@ def test_positional_arguments_are_refused() -> None:
 
 
 def test_display_names_and_lists_are_accepted(redis: redis_lib.Redis) -> None:
-    from settings import get_settings
-    from tasks.validation import build_job
+    from mailworker.settings import get_settings
+    from mailworker.tasks.validation import build_job
 
     job = build_job(
         get_settings(),

@@ -9,9 +9,8 @@ import re
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
-from worker.header_check import UnsafeHeaderBlock, check_header_block
-from worker.headers import header_block
+from mailworker.delivery.header_check import UnsafeHeaderBlock, check_header_block
+from mailworker.delivery.headers import header_block
 
 GOOD = b"Subject: hi\r\n there\r\nX-Campaign: march\r\n"
 

@@ -19,13 +19,21 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from mailworker.delivery.message import build_envelope
+from mailworker.dev.devserver import DevServer, ReceivedMessage
+from mailworker.settings import get_settings, load_settings
+from mailworker.store.dead import show
+from mailworker.store.job import Attachment, EmailJob
+from mailworker.tasks import (
+    HeaderInjection,
+    HeaderTooLong,
+    InvalidAttachment,
+    InvalidEmail,
+    send_email,
+)
+from mailworker.tasks.send import enqueue
+from mailworker.tasks.validation import build_job
 
-from settings import get_settings, load_settings
-from tasks import HeaderInjection, HeaderTooLong, InvalidAttachment, InvalidEmail, send_email
-from tasks.dead import show
-from tasks.job import Attachment, EmailJob
-from tasks.send import enqueue
-from tasks.validation import build_job
 from tests.helpers import messages_of, wait_for_status
 from tests.hostile import (
     OWN_HEADERS,
@@ -44,8 +52,6 @@ from tests.hostile import (
     hostile_text,
     leaning,
 )
-from worker.devserver import DevServer, ReceivedMessage
-from worker.message import build_envelope
 
 # Huge values make huge failure reports; hypothesis warns about that, pytest would fail on it.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")

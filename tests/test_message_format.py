@@ -18,13 +18,12 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from settings import load_settings
-from tasks import InvalidEmail
-from tasks.job import EmailJob
-from tasks.validation import build_job, encoded_length
-from worker.headers import header_block, unstructured
-from worker.message import build_envelope
+from mailworker.delivery.headers import header_block, unstructured
+from mailworker.delivery.message import build_envelope
+from mailworker.settings import load_settings
+from mailworker.store.job import EmailJob
+from mailworker.tasks import InvalidEmail
+from mailworker.tasks.validation import build_job, encoded_length
 
 SETTINGS = load_settings({"SMTP_URL": "smtps://u:p@h", "DEFAULT_FROM_EMAIL": "a@example.com"})
 text = st.text(

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply, free_port
+from mailworker.tasks import send_email, status
 
-from tasks import send_email, status
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, wait_for_status, worker_process
 from tests.sentry_sink import SentrySink
-from worker.devserver import DevServer, RecordingSMTP, Reply, free_port
 
 QUEUE = "observed"
 SUBJECT = "Quarterly-Zebra-Subject-5521"
@@ -213,9 +213,9 @@ def test_a_producer_with_a_dsn_reports_through_the_same_scrubber(observed: Obser
 def test_json_logs_mask_addresses_in_every_field(observed: Observed) -> None:
     """A job published without mailworker's kwargsrepr (another producer, an old client):
     Celery logs its arguments in the ``data`` field of the "received" record."""
-    from settings import get_settings
-    from tasks.app import SEND_EMAIL_TASK, app
-    from tasks.validation import build_job
+    from mailworker.settings import get_settings
+    from mailworker.tasks.app import SEND_EMAIL_TASK, app
+    from mailworker.tasks.validation import build_job
 
     kwargs = {"to": "Json-Field-Heron@example.com", "subject": "s", "text": "t"}
     job = build_job(get_settings(), {**kwargs, "account": "counted"})

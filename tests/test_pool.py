@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import trustme
+from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
-from worker.devserver import DevServer, RecordingSMTP, Reply
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 

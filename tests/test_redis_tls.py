@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from mailworker.dev.devredis import TlsFiles, start_private_redis
+from mailworker.dev.devserver import DevServer
 
 from tests.helpers import produce_elsewhere, states_when_sent, worker_process
-from worker.devredis import TlsFiles, start_private_redis
-from worker.devserver import DevServer
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_a_limited_capped_account_works_over_rediss(
     with worker_process("tls-test", env):
         states = states_when_sent(client, job_ids)
         limits = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "limits", "secure", "--json"],
+            [sys.executable, "-m", "mailworker.cli", "limits", "secure", "--json"],
             env={**os.environ, **env},
             capture_output=True,
             text=True,

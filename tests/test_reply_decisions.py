@@ -17,18 +17,18 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_lib
 import trustme
+from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
+from mailworker.settings import reload_settings
+from mailworker.store.client import account_key
+from mailworker.store.dead import count as dead_count
+from mailworker.store.ledger import suppressed
+from mailworker.store.pauses import paused_until
+from mailworker.tasks import send_email, status
 
-from settings import reload_settings
-from tasks import send_email, status
-from tasks.dead import count as dead_count
-from tasks.ledger import suppressed
-from tasks.redis_client import account_key
 from tests.conftest import USER
 from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
 from tests.raw_smtp import RawSmtpServer
 from tests.test_cli import mailworker
-from worker.devserver import DevServer, RecordingSMTP, Reply
-from worker.pause import paused_until
 
 NOT_OWNED = "553 5.7.1 <app@example.com>: Sender address rejected: not owned by user " + USER
 
@@ -216,7 +216,7 @@ def test_task_events_carry_ids_and_outcomes_never_an_address_or_a_reply(
     server: DevServer,
 ) -> None:
     """Flower shows every task's return value (task-succeeded); a reply quotes addresses."""
-    from tasks.app import app
+    from mailworker.tasks.app import app
 
     seen: list[dict[str, object]] = []
     receiving = threading.Event()

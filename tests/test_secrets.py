@@ -21,17 +21,17 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from mailworker.delivery.errors import AuthenticationRefused
+from mailworker.delivery.runtime import Runtime
+from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply, free_port
+from mailworker.settings import SettingsError, load_settings
+from mailworker.tasks import status
+from mailworker.tasks.validation import build_job
 
-from settings import SettingsError, load_settings
-from tasks import status
-from tasks.validation import build_job
 from tests.conftest import REDIS_PASSWORD, UNSUBSCRIBE_SECRET, USER
 from tests.helpers import send_elsewhere, worker_process
 from tests.sentry_sink import SentrySink
 from tests.test_cli import mailworker
-from worker.devserver import DevServer, RecordingSMTP, Reply, free_port
-from worker.errors import AuthenticationRefused
-from worker.runtime import Runtime
 
 SMTP_PASSWORD = "Smtp-Pw-Narwhal-93117"
 WRONG_PASSWORD = "Wrong-Pw-Axolotl-2284"
@@ -286,7 +286,7 @@ def _every_command(tmp_path: Path) -> list[tuple[str, ...]]:
 
 _PRODUCER = """
 import traceback
-from tasks import send_email
+from mailworker.tasks import send_email
 try:
     send_email.delay(to="ann@example.com", subject="s", text="t")
 except Exception as exc:
@@ -313,10 +313,9 @@ def _in_process(command: tuple[str, ...], env: dict[str, str]) -> tuple[int, str
     """Run one command through the real CLI code in this process (fast, for the sweep);
     the settings and the Redis client are read afresh, as in a new process."""
     from click.testing import CliRunner
-
-    from settings import get_settings
-    from tasks.redis_client import reset_redis
-    from worker.cli import main
+    from mailworker.cli import main
+    from mailworker.settings import get_settings
+    from mailworker.store.client import reset_redis
 
     get_settings.cache_clear()
     reset_redis()
@@ -338,7 +337,7 @@ def test_malformed_settings_never_echo_their_secrets(
     """Every command (in this process), the commands that used to print a traceback and
     ``send`` (as real processes), and a producer process: the error names the variable and
     says what to do, and no piece of the secret shows anywhere."""
-    from settings import reload_settings
+    from mailworker.settings import reload_settings
 
     commands = _every_command(tmp_path)
     try:
@@ -361,7 +360,7 @@ def test_malformed_settings_never_echo_their_secrets(
 
 _LEAKY_PRODUCER = """
 import sys, sentry_sdk
-from tasks import QueueUnavailable, send_email
+from mailworker.tasks import QueueUnavailable, send_email
 try:
     send_email.delay(to="ann@example.com", subject="s", text="t")  # starts Sentry first
 except QueueUnavailable:
@@ -377,7 +376,7 @@ def test_sentry_masks_every_form_of_the_secrets_it_knows(environment: dict[str, 
     DKIM private key whole and line by line, in an event a producer sends."""
     from urllib.parse import quote
 
-    from settings.redis_url import sentinel_parts
+    from mailworker.settings.redis_url import sentinel_parts
 
     pem, body = _dkim_key_body()
     redis_pw, smtp_pw = "Redis/Pw#Okapi?7741", "Smtp:Pw@Marten/3390"

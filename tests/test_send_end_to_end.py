@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 
 import pytest
+from mailworker.dev.devserver import DevServer
+from mailworker.tasks import send_email
 
-from tasks import send_email
 from tests.conftest import USER
 from tests.helpers import messages_of, wait_for_status
-from worker.devserver import DevServer
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
-from settings import SettingsError, load_settings, parse_smtp_url
+from mailworker.settings import SettingsError, load_settings, parse_smtp_url
 
 
 def test_accounts_are_read_from_smtp_url_variables_and_credentials_percent_decoded() -> None:
@@ -96,7 +95,7 @@ def test_sentinel_urls_name_their_master() -> None:
     with pytest.raises(SettingsError) as error:
         load_settings({"REDIS_URL": "sentinel://10.0.0.1:26379"})
     assert error.value.variable == "REDIS_URL" and "master_name" in str(error.value)
-    from settings.redis_url import sentinel_parts
+    from mailworker.settings.redis_url import sentinel_parts
 
     parts = sentinel_parts(url)
     assert parts.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380))

@@ -8,19 +8,19 @@ import logging
 import ssl
 
 import pytest
+from mailworker.delivery.connection import open_connection
+from mailworker.delivery.errors import AuthenticationRefused, CertificateRejected, TlsUnavailable
+from mailworker.delivery.pool import quit_session
+from mailworker.delivery.runtime import Runtime
+from mailworker.delivery.tls import account_tls_context
+from mailworker.dev.devserver import DevServer
+from mailworker.settings import SmtpAccount, get_settings, parse_smtp_url
+from mailworker.tasks import send_email
+from mailworker.tasks.validation import build_job
 
-from settings import SmtpAccount, get_settings, parse_smtp_url
-from tasks import send_email
-from tasks.validation import build_job
 from tests.conftest import PASSWORD
 from tests.helpers import extra_account, messages_of, wait_for_status
 from tests.test_cli import mailworker
-from worker.connection import open_connection
-from worker.devserver import DevServer
-from worker.errors import AuthenticationRefused, CertificateRejected, TlsUnavailable
-from worker.pool import quit_session
-from worker.runtime import Runtime
-from worker.tls import account_tls_context
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 

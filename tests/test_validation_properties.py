@@ -13,12 +13,12 @@ from hypothesis import (
     settings,
 )
 from hypothesis import strategies as st
+from mailworker.delivery.message import build_envelope
+from mailworker.settings import load_settings
+from mailworker.tasks import InvalidEmail
+from mailworker.tasks.validation import build_job
 
-from settings import load_settings
-from tasks import InvalidEmail
-from tasks.validation import build_job
 from tests.hostile import ENCODED_WORDS, LINE_BREAKS
-from worker.message import build_envelope
 
 SETTINGS = load_settings({"SMTP_URL": "smtps://u:p@h", "DEFAULT_FROM_EMAIL": "a@example.com"})
 anything = st.recursive(

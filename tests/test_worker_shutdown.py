@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import trustme
+from mailworker.dev.devserver import DevServer
+from mailworker.tasks import send_email
 
-from tasks import send_email
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, wait_all_sent, worker_process
-from worker.devserver import DevServer
 
 
 @pytest.mark.slow

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 import trustme
+from mailworker.delivery.errors import AuthenticationRefused
+from mailworker.delivery.oauth import register_token_provider
+from mailworker.delivery.runtime import Runtime
+from mailworker.dev.devserver import DevServer
+from mailworker.settings import SettingsError, get_settings, load_settings
+from mailworker.tasks.validation import build_job
 
-from settings import SettingsError, get_settings, load_settings
-from tasks.validation import build_job
 from tests.helpers import extra_account
 from tests.test_cli import mailworker
-from worker.devserver import DevServer
-from worker.errors import AuthenticationRefused
-from worker.oauth import register_token_provider
-from worker.runtime import Runtime
 
 MAILBOX = "robot@example.com"
 CLIENT_SECRET = "client-secret-Zq81"

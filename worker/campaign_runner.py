@@ -17,24 +17,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
-
-from settings import Settings, get_settings
-from tasks.addresses import normalize_address
-from tasks.app import BULK_QUEUE, SEND_BATCH_TASK
-from tasks.campaign import Renderer, campaign_key, load_template, render_job
-from tasks.dead import bury
-from tasks.deferred import stage_defer
-from tasks.ledger import SUPPRESSED, lock_remaining, stage_hold, stage_let_go, suppress
-from tasks.redis_client import get_redis, lua
-from tasks.sentry import report
-from worker.classify import Verdict, classify_error
-from worker.delivery import DeliveryReport
-from worker.errors import Backpressure, DeliveryError, RateLimited
-from worker.outcome import Fate, plan
-from worker.pause import pause_account, paused_until, stage_held
-from worker.ratelimit import slow_down
-from worker.retry import next_retry_at
-from worker.runtime import get_runtime
+from mailworker.delivery.classify import Verdict, classify_error
+from mailworker.delivery.deliver import DeliveryReport
+from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited
+from mailworker.delivery.outcome import Fate, plan
+from mailworker.delivery.ratelimit import slow_down
+from mailworker.delivery.retry import next_retry_at
+from mailworker.delivery.runtime import get_runtime
+from mailworker.observe.sentry import report
+from mailworker.settings import Settings, get_settings
+from mailworker.store.addresses import normalize_address
+from mailworker.store.client import get_redis, lua
+from mailworker.store.dead import bury
+from mailworker.store.deferred import stage_defer
+from mailworker.store.ledger import SUPPRESSED, lock_remaining, stage_hold, stage_let_go, suppress
+from mailworker.store.pauses import pause_account, paused_until, stage_held
+from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK
+from mailworker.tasks.campaign import Renderer, campaign_key, load_template, render_job
 
 log = logging.getLogger("mailworker.campaign")
 

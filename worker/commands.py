@@ -8,7 +8,7 @@ import sys
 def celery_worker_argv(
     queue: str,
     *,
-    app: str = "worker",
+    app: str = "mailworker.worker",
     pool: str = "threads",
     concurrency: int = 4,
     loglevel: str = "WARNING",

@@ -11,9 +11,8 @@ from __future__ import annotations
 import time
 
 import redis
-
-from tasks.redis_client import account_key, get_redis
-from tasks.sentry import report
+from mailworker.observe.sentry import report
+from mailworker.store.client import account_key, get_redis
 
 _DAY = 86400
 _HOUR = 3600  # a reminder at most hourly while the account keeps failing

@@ -19,15 +19,14 @@ from celery.signals import (
     worker_process_shutdown,
     worker_shutdown,
 )
-
-from settings import get_settings
-from tasks.app import app
-from tasks.sentry import init_sentry
-from worker.logs import configure_logging
-from worker.metrics import serve_metrics
-from worker.mover import DeferredMoverStep
-from worker.runtime import close_runtime
-from worker.undecodable import UndecodableStep
+from mailworker.delivery.runtime import close_runtime
+from mailworker.observe.logs import configure_logging
+from mailworker.observe.sentry import init_sentry
+from mailworker.settings import get_settings
+from mailworker.tasks.app import app
+from mailworker.worker.metrics import serve_metrics
+from mailworker.worker.mover import DeferredMoverStep
+from mailworker.worker.undecodable import UndecodableStep
 
 app.steps["worker"].add(DeferredMoverStep)
 app.steps["consumer"].add(UndecodableStep)

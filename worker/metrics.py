@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
+from mailworker.store.client import KEY_PREFIX, get_redis
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from tasks.redis_client import KEY_PREFIX, get_redis
 
 log = logging.getLogger("mailworker.metrics")
 
@@ -65,7 +64,7 @@ class PoolCollector(Collector):
     """Reads this process's connection pools at scrape time (no bookkeeping per send)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from worker.runtime import current_runtime
+        from mailworker.delivery.runtime import current_runtime
 
         family = GaugeMetricFamily(
             "mailworker_pool_sessions", "SMTP sessions per account", labels=["account", "state"]

@@ -12,9 +12,8 @@ import threading
 from typing import Any
 
 from celery import bootsteps
-
-from tasks.deferred import claim_due, release
-from tasks.send import publish
+from mailworker.store.deferred import claim_due, release
+from mailworker.tasks.send import publish
 
 log = logging.getLogger("mailworker.mover")
 

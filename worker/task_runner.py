@@ -18,14 +18,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from celery import Task
-
-from settings import Settings, SettingsError, get_settings
-from tasks.addresses import normalize_address
-from tasks.app import TRANSACTIONAL_QUEUE
-from tasks.dead import bury
-from tasks.deferred import stage_defer, stage_discard
-from tasks.job import EmailJob, UndecodableJob
-from tasks.ledger import (
+from mailworker.delivery.classify import Verdict, account_advice, classify_error, enhanced_code
+from mailworker.delivery.deliver import DeliveryReport
+from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited
+from mailworker.delivery.outcome import Fate, plan
+from mailworker.delivery.ratelimit import slow_down
+from mailworker.delivery.retry import next_retry_at
+from mailworker.delivery.runtime import get_runtime
+from mailworker.observe.sentry import report
+from mailworker.settings import Settings, SettingsError, get_settings
+from mailworker.store.addresses import normalize_address
+from mailworker.store.client import get_redis
+from mailworker.store.dead import bury
+from mailworker.store.deferred import stage_defer, stage_discard
+from mailworker.store.job import EmailJob, UndecodableJob
+from mailworker.store.ledger import (
     SUPPRESSED,
     lock_remaining,
     release_idempotency_key,
@@ -34,20 +41,12 @@ from tasks.ledger import (
     stage_let_go,
     suppress,
 )
-from tasks.redis_client import get_redis
-from tasks.sentry import report
-from tasks.status import State, stage_status
-from worker.classify import Verdict, account_advice, classify_error, enhanced_code
-from worker.delivery import DeliveryReport
-from worker.errors import Backpressure, DeliveryError, RateLimited
-from worker.failing import note_transient, stage_recovered
-from worker.metrics import SEND_SECONDS, stage_counts
-from worker.outcome import Fate, plan
-from worker.pause import pause_account, pause_key, read_pause, stage_held
-from worker.ratelimit import slow_down
-from worker.retry import next_retry_at
-from worker.runtime import get_runtime
-from worker.undecodable import bury_undecodable
+from mailworker.store.pauses import pause_account, pause_key, read_pause, stage_held
+from mailworker.store.status import State, stage_status
+from mailworker.tasks.app import TRANSACTIONAL_QUEUE
+from mailworker.worker.failing import note_transient, stage_recovered
+from mailworker.worker.metrics import SEND_SECONDS, stage_counts
+from mailworker.worker.undecodable import bury_undecodable
 
 log = logging.getLogger("mailworker.delivery")
 

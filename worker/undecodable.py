@@ -29,12 +29,11 @@ from celery.signals import task_rejected, task_unknown
 from kombu.exceptions import InconsistencyError
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
-
-from settings import get_settings
-from tasks.app import TRANSACTIONAL_QUEUE
-from tasks.dead import bury
-from tasks.sentry import report
-from worker.queue_items import ForeignItem, item_limit, screen
+from mailworker.observe.sentry import report
+from mailworker.settings import get_settings
+from mailworker.store.dead import bury
+from mailworker.tasks.app import TRANSACTIONAL_QUEUE
+from mailworker.worker.queue_items import ForeignItem, item_limit, screen
 
 log = logging.getLogger("mailworker.undecodable")
 

@@ -3,6 +3,6 @@
 SECRET_KEY = "test-only-not-secret"
 INSTALLED_APPS: list[str] = []
 USE_TZ = True
-EMAIL_BACKEND = "tasks.django.EmailBackend"
+EMAIL_BACKEND = "mailworker.django.EmailBackend"
 MAILWORKER_ACCOUNT = "default"
 DEFAULT_FROM_EMAIL = "Shop <shop@example.com>"

@@ -1,0 +1,5 @@
+"""``python -m mailworker.cli``: the same as the ``mailworker`` command."""
+
+from mailworker.cli import main
+
+main()

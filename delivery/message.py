@@ -1,0 +1,107 @@
+"""Build the RFC 5322 message for a job: headers, bodies, attachments, and the envelope.
+
+Bcc recipients are in the envelope only, never in a header. ``Message-ID`` derives from the
+job id, so every attempt of one job carries the same id (receivers and our own tests can
+de-duplicate on it); ``Date`` is the time the job was accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime, formatdate
+
+from mailworker.delivery import mime
+from mailworker.delivery.dkim import dkim_sign
+from mailworker.delivery.headers import address_list, header_block, mailbox, unstructured
+from mailworker.settings.dkim import DkimKey
+from mailworker.store.job import EmailJob, Mailbox
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+    smtputf8: bool
+
+
+def message_id(job: EmailJob) -> str:
+    domain = job.from_email[1].rpartition("@")[2]
+    return f"<{job.id}@{domain}>"
+
+
+def build_envelope(
+    job: EmailJob,
+    recipients: tuple[str, ...] | None = None,
+    *,
+    dkim_keys: Mapping[str, DkimKey] | None = None,
+) -> Envelope:
+    """The bytes to send and to whom (by default every recipient not yet delivered),
+    DKIM-signed if ``dkim_keys`` holds a key for the From domain."""
+    if recipients is None:
+        recipients = tuple(r for r in job.recipients if r not in job.done)
+    smtputf8 = not all(a.isascii() for a in (job.from_email[1], *recipients)) or not all(
+        _mailbox_is_ascii(m) for m in (*job.to, *job.cc, *job.reply_to)
+    )
+    data = build_message_bytes(job)
+    if dkim_keys:
+        data = dkim_sign(data, job.from_email[1], dkim_keys)
+    return Envelope(sender=job.from_email[1], recipients=recipients, data=data, smtputf8=smtputf8)
+
+
+def build_message_bytes(job: EmailJob) -> bytes:
+    """The whole message: one header block (ours, then the body entity's), then the body.
+
+    Only an address may put raw UTF-8 in it (sent with SMTPUTF8); every part's header block
+    is ASCII and every body 7bit-safe, so any server takes the rest.
+    """
+    body = _body(job)
+    fields = _top_fields(job) + [("MIME-Version", "1.0")] + body.fields
+    return header_block(fields) + b"\r\n" + body.content
+
+
+def _body(job: EmailJob) -> mime.Entity:
+    """One text part, or multipart/alternative of both; inside multipart/mixed with the
+    attachments if there are any (the structure ``EmailMessage`` gives)."""
+    texts = [mime.text(content, subtype) for content, subtype in _bodies(job)]
+    body = texts[0] if len(texts) == 1 else mime.multipart("alternative", texts, job.id)
+    if not job.attachments:
+        return body
+    attachments = [mime.attachment(item) for item in job.attachments]
+    return mime.multipart("mixed", [body, *attachments], job.id)
+
+
+def _top_fields(job: EmailJob) -> list[tuple[str, str]]:
+    fields = [("From", mailbox(job.from_email))]
+    if job.to:
+        fields.append(("To", address_list(job.to)))
+    if job.cc:
+        fields.append(("Cc", address_list(job.cc)))
+    if job.reply_to:
+        fields.append(("Reply-To", address_list(job.reply_to)))
+    fields += [
+        ("Subject", unstructured(job.subject)),
+        ("Date", _date(job.created_at)),
+        ("Message-ID", message_id(job)),
+    ]
+    fields += [(name, unstructured(value)) for name, value in job.headers]
+    return fields
+
+
+def _bodies(job: EmailJob) -> list[tuple[str, str]]:
+    """(content, subtype) of each alternative, preferred last: text, then HTML if both."""
+    if job.text is None:
+        return [(job.html or "", "html")]
+    return [(job.text, "plain")] + ([(job.html, "html")] if job.html is not None else [])
+
+
+def _mailbox_is_ascii(mailbox: Mailbox) -> bool:
+    return mailbox[1].isascii()
+
+
+def _date(created_at: float) -> str:
+    if created_at <= 0:
+        return formatdate(localtime=False)
+    return format_datetime(datetime.fromtimestamp(created_at, UTC))

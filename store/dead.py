@@ -1,0 +1,104 @@
+"""Dead letters: jobs that will not be delivered, kept with their reason for an operator.
+
+mailworker:dead           ZSET  job id → time it died
+mailworker:dead:<job id>  HASH  reason, code, reply, attempts, account, queue, timestamps,
+                                and the job payload (never credentials)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+import redis
+from mailworker.store.client import KEY_PREFIX, get_redis
+from mailworker.store.job import EmailJob
+from mailworker.tasks.send import enqueue
+
+INDEX = f"{KEY_PREFIX}dead"
+
+
+def _key(job_id: str) -> str:
+    return f"{INDEX}:{job_id}"
+
+
+def bury(
+    job_id: str,
+    payload: dict[str, Any] | None,
+    *,
+    reason: str,
+    queue: str,
+    code: int | None = None,
+    reply: str = "",
+    client: redis.Redis | None = None,
+) -> None:
+    payload = payload or {}
+    record = {
+        "job_id": job_id,
+        "reason": reason,
+        "code": "" if code is None else str(code),
+        "reply": reply,
+        "attempts": str(payload.get("attempt", 0)),
+        "account": str(payload.get("account", "")),
+        "queue": queue,
+        "created_at": str(payload.get("created_at", "")),
+        "dead_at": str(time.time()),
+        "payload": json.dumps(payload),
+    }
+    pipe = (client or get_redis()).pipeline(transaction=True)
+    pipe.hset(_key(job_id), mapping=record)
+    pipe.zadd(INDEX, {job_id: time.time()})
+    pipe.execute()
+
+
+def show(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
+    record: dict[str, Any] = dict((client or get_redis()).hgetall(_key(job_id)))
+    if not record:
+        return None
+    record["payload"] = json.loads(record["payload"])
+    return record
+
+
+def list_dead(limit: int = 100, *, client: redis.Redis | None = None) -> list[dict[str, Any]]:
+    client = client or get_redis()
+    ids = client.zrevrange(INDEX, 0, limit - 1)
+    records = [show(job_id, client=client) for job_id in ids]
+    return [r for r in records if r is not None]
+
+
+def count(*, client: redis.Redis | None = None) -> int:
+    return int((client or get_redis()).zcard(INDEX))
+
+
+def remove(job_id: str, *, client: redis.Redis | None = None) -> None:
+    pipe = (client or get_redis()).pipeline(transaction=True)
+    pipe.delete(_key(job_id))
+    pipe.zrem(INDEX, job_id)
+    pipe.execute()
+
+
+def all_ids(*, client: redis.Redis | None = None) -> list[str]:
+    return list((client or get_redis()).zrange(INDEX, 0, -1))
+
+
+def resurrect(job_id: str, *, client: redis.Redis | None = None) -> bool:
+    """Queue a dead job again with a fresh retry budget; ``False`` if there is no such job.
+
+    Recipients already in its sent-ledger still get nothing: the worker checks it first.
+    """
+    record = show(job_id, client=client)
+    if record is None:
+        return False
+    job = EmailJob.from_payload(record["payload"])
+    enqueue(replace(job, attempt=1, created_at=time.time()), queue=record["queue"])
+    remove(job_id, client=client)
+    return True
+
+
+def purge(*, client: redis.Redis | None = None) -> int:
+    ids = all_ids(client=client)
+    for job_id in ids:
+        remove(job_id, client=client)
+    return len(ids)

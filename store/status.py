@@ -1,0 +1,66 @@
+"""Per-job status records in Redis: what happened to a job, readable by anyone.
+
+A record is a hash ``mailworker:job:<id>`` with a TTL. States: ``queued`` → ``sending`` →
+``sent`` | ``retrying`` | ``failed``; ``recipients`` maps each address to ``sent`` or
+``refused``. Records hold no message content and no credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import redis
+from mailworker.store.client import KEY_PREFIX, get_redis
+
+State = Literal["queued", "sending", "sent", "retrying", "failed"]
+STATUS_TTL = 7 * 24 * 3600
+
+
+def status_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}job:{job_id}"
+
+
+def record_status(
+    job_id: str,
+    state: State,
+    *,
+    client: redis.Redis | None = None,
+    recipients: Mapping[str, str] | None = None,
+    **fields: str | int | float,
+) -> None:
+    """Write ``state`` (and any extra fields) to the job's record and renew its TTL."""
+    pipe = (client or get_redis()).pipeline(transaction=False)
+    stage_status(pipe, job_id, state, recipients=recipients, **fields)
+    pipe.execute()
+
+
+def stage_status(
+    pipe: redis.client.Pipeline,
+    job_id: str,
+    state: State,
+    *,
+    recipients: Mapping[str, str] | None = None,
+    **fields: str | int | float,
+) -> None:
+    """Add :func:`record_status`'s writes to a pipeline the caller executes."""
+    mapping: dict[str, str | int | float] = {"state": state, "updated_at": time.time(), **fields}
+    if recipients is not None:
+        mapping["recipients"] = json.dumps(dict(recipients))
+    pipe.hset(status_key(job_id), mapping=mapping)
+    pipe.expire(status_key(job_id), STATUS_TTL)
+
+
+def status(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
+    """The job's record as a dict, or ``None`` if unknown or expired."""
+    raw = (client or get_redis()).hgetall(status_key(job_id))
+    if not raw:
+        return None
+    record: dict[str, Any] = dict(raw)
+    if "recipients" in record:
+        record["recipients"] = json.loads(record["recipients"])
+    if "attempt" in record:
+        record["attempt"] = int(record["attempt"])
+    return record
