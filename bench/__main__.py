@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from mailworker.dev.devredis import start_private_redis
-from mailworker.worker.commands import celery_worker_argv
 
 from bench.sink import COUNTER, FLOOR_DONE, FLOOR_LAST, LAST, PASSWORD, USER
+from mailworker.dev.devredis import start_private_redis
+from mailworker.worker.commands import celery_worker_argv
 
 RESULTS = Path(__file__).parent / "results"
 FLOOR_KEYS = (FLOOR_DONE, FLOOR_LAST)

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from mailworker.worker.commands import celery_worker_argv
 
 from bench.sink import COUNTER, LAST
+from mailworker.worker.commands import celery_worker_argv
 
 TEMPLATE = {
     "subject": "Hello {{ first_name }}",

@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+
 from mailworker.delivery.tls import client_tls_context
 
 

@@ -13,10 +13,10 @@ import time
 
 import redis
 from celery import Celery
-from mailworker.settings import load_settings
-from mailworker.tasks.app import celery_config
 
 from bench.sink import FLOOR_DONE, FLOOR_LAST
+from mailworker.settings import load_settings
+from mailworker.tasks.app import celery_config
 
 app = Celery("bench-floor")
 app.conf.update(

@@ -21,12 +21,11 @@ import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+from bench.limiter import send_round
 from mailworker.delivery.connection import open_connection
 from mailworker.delivery.runtime import Runtime
 from mailworker.delivery.tls import account_tls_context
 from mailworker.settings import Settings, SmtpAccount, load_settings
-
-from bench.limiter import send_round
 
 
 def main() -> None:

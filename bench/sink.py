@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import redis
+
 from mailworker.dev.devserver import DevServer
 
 USER, PASSWORD = "bench@example.com", "bench-password"

@@ -9,9 +9,10 @@ from dataclasses import asdict
 from typing import Any
 
 import click
-from mailworker.settings import SettingsError, get_settings
 from rich.console import Console
 from rich.table import Table
+
+from mailworker.settings import SettingsError, get_settings
 
 console = Console()
 errors = Console(stderr=True)
@@ -227,6 +228,7 @@ def dead_retry(job_ids: tuple[str, ...], retry_all: bool) -> None:
     """Queue dead jobs again with a fresh retry budget."""
     from mailworker.store import dead as letters
     from mailworker.store.job import UndecodableJob
+    from mailworker.tasks.dead_letters import resurrect
 
     _settings()
     if not job_ids and not retry_all:
@@ -235,7 +237,7 @@ def dead_retry(job_ids: tuple[str, ...], retry_all: bool) -> None:
     missing, foreign = [], []
     for job_id in ids:
         try:
-            if not letters.resurrect(job_id):
+            if not resurrect(job_id):
                 missing.append(job_id)
         except UndecodableJob:  # a foreign message: there is nothing to send again
             foreign.append(job_id)
@@ -410,8 +412,9 @@ def campaign_start(
     import csv
     from pathlib import Path
 
-    from mailworker.tasks.campaign import CampaignError, CampaignTemplate, start_campaign
     from rich.progress import Progress
+
+    from mailworker.tasks.campaign import CampaignError, CampaignTemplate, start_campaign
 
     _settings()
     if not text_file and not html_file:
@@ -452,8 +455,9 @@ def campaign_status_command(campaign_id: str, watch: bool, as_json: bool) -> Non
     """Counters of a campaign (sent, failed, suppressed, ...), its rate and ETA."""
     import time
 
-    from mailworker.tasks.campaign import campaign_status
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mailworker.tasks.campaign import campaign_status
 
     _settings()
     record = campaign_status(campaign_id)

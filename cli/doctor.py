@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import dns.exception
 import dns.resolver
 import redis
+
 from mailworker.cli.check import check_account, unverified_warning
 from mailworker.settings import Settings
 from mailworker.settings.dkim import DkimKey

@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 import aiosmtplib
+
 from mailworker.delivery.errors import AccountProblem, TlsUnavailable, translate
 from mailworker.delivery.pipelining import enable_pipelining
 from mailworker.delivery.stage import Stage

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import aiosmtplib
+
 from mailworker.delivery.classify import (
     Decision,
     Stage,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import dkim
+
 from mailworker.delivery.header_check import check_header_block
 from mailworker.settings.dkim import DkimKey
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ssl
 
 import aiosmtplib
+
 from mailworker.delivery.stage import Stage
 from mailworker.settings import SmtpAccount
 

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 import aiosmtplib
+
 from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited
 from mailworker.delivery.slots import ConnectionSlots
 from mailworker.settings import PoolOptions

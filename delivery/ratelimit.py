@@ -35,6 +35,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+
 from mailworker.delivery.errors import RateLimited
 from mailworker.settings import AccountLimits, Rate, SmtpAccount
 from mailworker.store.client import LUA_NOW_MS, account_key, get_redis, lua

@@ -17,6 +17,7 @@ from functools import lru_cache, partial
 from typing import Any
 
 import redis.asyncio
+
 from mailworker.delivery.bridge import LoopThread
 from mailworker.delivery.connection import open_connection
 from mailworker.delivery.deliver import DeliveryReport, OnAccepted, deliver

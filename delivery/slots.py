@@ -26,6 +26,7 @@ from contextlib import suppress
 import redis
 import redis.asyncio
 import redis.exceptions
+
 from mailworker.store.client import LUA_NOW_MS, account_key, get_redis, lua
 
 log = logging.getLogger("mailworker.pool")

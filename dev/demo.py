@@ -15,15 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
 from mailworker.dev.devredis import RedisUnavailable, answers, start_private_redis
 from mailworker.dev.devserver import DevServer
 from mailworker.settings import DEFAULT_REDIS_URL, reload_settings
 from mailworker.store.client import reset_redis
 from mailworker.tasks.app import configure_app
 from mailworker.worker.commands import celery_worker_argv
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 
 def run_demo(console: Console, count: int) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import redis
+
 from mailworker.dev.devserver import free_port
 
 INSTALL_HINT = (

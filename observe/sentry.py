@@ -28,10 +28,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import sentry_sdk
-from mailworker.observe.redact import mask_addresses
-from mailworker.settings import Settings
 from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
+
+from mailworker.observe.redact import mask_addresses
+from mailworker.settings import Settings
 
 # Keys whose values are message content or carry it (Celery's task arguments do).
 _CONTENT_KEYS = {

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mailworker.settings.errors import SettingsError
 from pydantic import SecretBytes
+
+from mailworker.settings.errors import SettingsError
 
 _VARIABLE = re.compile(r"^DKIM(_[A-Z0-9_]+)?$")
 _MIN_RSA_BITS = 2048  # RFC 8301 allows 1024; receivers increasingly distrust it

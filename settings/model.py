@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from redis.connection import parse_url
+
 from mailworker.settings.dkim import DkimKey, dkim_keys
 from mailworker.settings.errors import SettingsError
 from mailworker.settings.redis_url import sentinel_parts
 from mailworker.settings.smtp_url import SmtpAccount, parse_smtp_url
 from mailworker.settings.urls import port_of, split_url
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from redis.connection import parse_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024

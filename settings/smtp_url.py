@@ -18,10 +18,11 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 from urllib.parse import parse_qsl, unquote
 
+from pydantic import SecretStr
+
 from mailworker.settings.errors import SettingsError
 from mailworker.settings.limits import AccountLimits, pop_limits
 from mailworker.settings.urls import PERCENT_ENCODE, port_of, scheme_of, split_url
-from pydantic import SecretStr
 
 Security = Literal["starttls", "tls", "none"]
 

@@ -6,6 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 import redis
+
 from mailworker.settings import get_settings
 from mailworker.store.connect import sync_client
 

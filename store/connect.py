@@ -17,6 +17,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
+
 from mailworker.settings.redis_url import sentinel_parts
 
 

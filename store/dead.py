@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 import redis
+
 from mailworker.store.client import KEY_PREFIX, get_redis
-from mailworker.store.job import EmailJob
-from mailworker.tasks.send import enqueue
 
 INDEX = f"{KEY_PREFIX}dead"
 
@@ -81,20 +79,6 @@ def remove(job_id: str, *, client: redis.Redis | None = None) -> None:
 
 def all_ids(*, client: redis.Redis | None = None) -> list[str]:
     return list((client or get_redis()).zrange(INDEX, 0, -1))
-
-
-def resurrect(job_id: str, *, client: redis.Redis | None = None) -> bool:
-    """Queue a dead job again with a fresh retry budget; ``False`` if there is no such job.
-
-    Recipients already in its sent-ledger still get nothing: the worker checks it first.
-    """
-    record = show(job_id, client=client)
-    if record is None:
-        return False
-    job = EmailJob.from_payload(record["payload"])
-    enqueue(replace(job, attempt=1, created_at=time.time()), queue=record["queue"])
-    remove(job_id, client=client)
-    return True
 
 
 def purge(*, client: redis.Redis | None = None) -> int:

@@ -21,6 +21,7 @@ import time
 from typing import Any, NamedTuple
 
 import redis
+
 from mailworker.store.client import KEY_PREFIX, get_redis
 
 DUE = f"{KEY_PREFIX}{{deferred}}:due"

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import redis
 import redis.asyncio
+
 from mailworker.store.addresses import normalize_address
 from mailworker.store.client import KEY_PREFIX, get_redis
 

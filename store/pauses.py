@@ -15,6 +15,7 @@ import math
 import time
 
 import redis
+
 from mailworker.store.client import KEY_PREFIX, get_redis, lua
 from mailworker.store.deferred import DUE
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import redis
+
 from mailworker.store.client import KEY_PREFIX, get_redis
 
 State = Literal["queued", "sending", "sent", "retrying", "failed"]

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 from kombu import Queue
+
 from mailworker.settings import Settings, get_settings
 from mailworker.settings.redis_url import sentinel_parts
 

@@ -36,10 +36,12 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+
 from mailworker.settings import Settings, SettingsError, get_settings
 from mailworker.store.client import KEY_PREFIX, get_redis
 from mailworker.store.deferred import defer
 from mailworker.store.job import EmailJob
+from mailworker.tasks import bodies
 from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app, queue_key
 from mailworker.tasks.errors import InvalidEmail
 from mailworker.tasks.send import publish
@@ -349,9 +351,8 @@ def _set_state(campaign_id: str, state: str) -> None:
     client.hset(key, "state", state)
 
 
-# The worker side runs it; producers only publish batches (see worker.campaign_runner).
+# Producers only publish batches; the worker provides the body
+# (mailworker.worker.campaign_runner.run_batch, see mailworker.tasks.bodies).
 @app.task(name=SEND_BATCH_TASK, bind=True)
 def send_batch(self: Any, job: dict[str, Any]) -> dict[str, Any]:
-    from mailworker.worker.campaign_runner import run_batch
-
-    return run_batch(self, job)
+    return bodies.run(SEND_BATCH_TASK, self, job)

@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
+
 from mailworker.tasks.errors import InvalidAttachment, InvalidEmail, QueueUnavailable
 from mailworker.tasks.send import send_email
 from mailworker.tasks.validation import RESERVED_HEADERS

@@ -2,8 +2,8 @@
 
 ``send_email.delay(...)`` validates in the calling process (see :mod:`tasks.validation`)
 and publishes one JSON job to the ``email`` queue. In a worker, the task is a thin adapter:
-it decodes the job and hands it to the delivery pipeline in :mod:`worker`, imported lazily
-so producers never load aiosmtplib.
+it decodes the job and hands it to the delivery pipeline; the worker package provides that
+body (:mod:`mailworker.tasks.bodies`), so producers never load aiosmtplib.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import redis
 from celery import Task
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
+
 from mailworker.observe.sentry import init_sentry
 from mailworker.settings import get_settings
 from mailworker.store.client import get_redis
@@ -24,6 +25,7 @@ from mailworker.store.deferred import discard, stage_defer
 from mailworker.store.job import EmailJob
 from mailworker.store.ledger import claim_idempotency_key
 from mailworker.store.status import stage_status, status_key
+from mailworker.tasks import bodies
 from mailworker.tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
 from mailworker.tasks.errors import InvalidEmail, QueueUnavailable
 from mailworker.tasks.validation import build_job
@@ -59,10 +61,9 @@ class SendEmailTask(Task):
 # task, not when a producer imports it.
 @app.task(base=SendEmailTask, name=SEND_EMAIL_TASK, bind=True)
 def send_email(self: SendEmailTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    from mailworker.worker.task_runner import run_job  # the worker side; never loaded by producers
-
-    # Anything can arrive from Redis: run_job dead-letters whatever is not one job=.
-    return run_job(self, *args, **kwargs)
+    # The worker provides the body (mailworker.worker.task_runner.run_job), which
+    # dead-letters whatever is not one job=: anything can arrive from Redis.
+    return bodies.run(SEND_EMAIL_TASK, self, *args, **kwargs)
 
 
 def parse_send_at(value: Any) -> float | None:

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 
 import redis
+
 from mailworker.settings import Settings, SettingsError, get_settings
 from mailworker.store.addresses import normalize_address
 from mailworker.store.ledger import suppress

@@ -17,6 +17,7 @@ from email.header import Header
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+
 from mailworker.settings import Settings
 from mailworker.store.job import Attachment, EmailJob, Mailbox
 from mailworker.tasks.errors import (

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 import trustme
+
 from mailworker.dev.devredis import (
     MAILWORKER_ACL_RULES,
     AclUser,
@@ -159,6 +160,7 @@ def environment(
 @pytest.fixture(scope="session")
 def celery_worker(environment: dict[str, str]) -> Iterator[object]:
     from celery.contrib.testing.worker import start_worker
+
     from mailworker.delivery.runtime import close_runtime
     from mailworker.worker import app
 

@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from hypothesis import strategies as st
+
 from mailworker.store.job import EmailJob
 
 INJECTIONS = [

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
 from mailworker.delivery.message import build_envelope
 from mailworker.dev.devserver import DevServer
 from mailworker.settings import SettingsError, get_settings, load_settings
@@ -36,7 +37,6 @@ from mailworker.tasks.campaign import (
 from mailworker.tasks.errors import InvalidEmail
 from mailworker.tasks.unsubscribe import InvalidToken, make_token, unsubscribe, verify_token
 from mailworker.tasks.validation import parse_mailbox
-
 from tests.helpers import extra_account, worker_process
 from tests.hostile import address, benign, check_received, header_name, header_value, hostile
 
@@ -230,7 +230,6 @@ def test_scheduled_mail_waits_in_redis_not_in_a_worker(
 ) -> None:
     from mailworker.store.deferred import due_at
     from mailworker.tasks import send_email
-
     from tests.helpers import wait_for_status
 
     send_at = time.time() + 2
@@ -261,7 +260,6 @@ def test_transactional_mail_may_opt_out_of_the_suppression_list(
     starttls_server: DevServer, celery_worker: Any
 ) -> None:
     from mailworker.tasks import send_email
-
     from tests.helpers import messages_of, wait_for_status
 
     suppress("bounced-once@example.com", "hard bounce last year")

@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 import redis as redis_lib
+
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.store import dead
 from mailworker.tasks import send_email
 from mailworker.tasks.app import SEND_EMAIL_TASK, app, queue_key
 from mailworker.tasks.send import publish
-
 from tests.conftest import PASSWORD
 from tests.helpers import extra_account, messages_of, wait_for_status
 from tests.test_cli import mailworker

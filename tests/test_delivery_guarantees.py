@@ -12,6 +12,7 @@ import time
 from collections import Counter
 
 import pytest
+
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import reload_settings
 from mailworker.store.dead import count as dead_count
@@ -20,7 +21,6 @@ from mailworker.store.ledger import suppressed
 from mailworker.store.pauses import paused_until
 from mailworker.tasks import send_email
 from mailworker.tasks.validation import build_job
-
 from tests.conftest import USER
 from tests.helpers import (
     extra_account,

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
 from mailworker.delivery.message import build_envelope
 from mailworker.dev.devserver import DevServer, ReceivedMessage
 from mailworker.settings import get_settings
 from mailworker.store.job import EmailJob
 from mailworker.tasks.errors import InvalidEmail
 from mailworker.tasks.validation import build_job
-
 from tests.hostile import (
     address,
     benign,
@@ -61,6 +61,7 @@ def test_send_mail_and_alternatives_with_attachments_go_through_the_queue(
     django_settings: None, starttls_server: DevServer, celery_worker: Any
 ) -> None:
     from django.core import mail
+
     from mailworker.tasks.django import EmailBackend
 
     assert isinstance(mail.get_connection(), EmailBackend)
@@ -95,6 +96,7 @@ def test_send_mail_and_alternatives_with_attachments_go_through_the_queue(
 
 def test_invalid_addresses_fail_at_send_unless_silenced(django_settings: None) -> None:
     from django.core import mail
+
     from mailworker.tasks import InvalidEmail
 
     with pytest.raises(InvalidEmail):

@@ -16,11 +16,11 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
 from mailworker.dev.devserver import DevServer
 from mailworker.settings import SettingsError, load_settings, reload_settings
 from mailworker.settings.dkim import parse_dkim
 from mailworker.tasks import send_email
-
 from tests.helpers import messages_of, wait_all_sent
 
 KeyPair = tuple[str, str]  # (private PEM, DNS TXT record)

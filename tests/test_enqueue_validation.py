@@ -6,6 +6,7 @@ import json
 
 import pytest
 import redis as redis_lib
+
 from mailworker.tasks import (
     HeaderInjection,
     HeaderTooLong,
@@ -16,7 +17,6 @@ from mailworker.tasks import (
     UnknownAccount,
     send_email,
 )
-
 from tests.conftest import PASSWORD
 
 PROBE_QUEUE = "validation-probe"  # no worker consumes it: whatever is published stays there

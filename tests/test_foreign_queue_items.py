@@ -22,12 +22,12 @@ import pytest
 import redis as redis_lib
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mailworker.dev.devserver import DevServer
 from mailworker.store import dead
 from mailworker.tasks import send_email
 from mailworker.tasks.app import queue_key
 from mailworker.worker.queue_items import ForeignItem, item_limit, screen
-
 from tests.helpers import messages_of, wait_for_status, worker_process
 
 KEPT = 4096  # bytes of a foreign item its dead letter keeps

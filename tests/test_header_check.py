@@ -9,6 +9,7 @@ import re
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+
 from mailworker.delivery.header_check import UnsafeHeaderBlock, check_header_block
 from mailworker.delivery.headers import header_block
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
 from mailworker.delivery.message import build_envelope
 from mailworker.dev.devserver import DevServer, ReceivedMessage
 from mailworker.settings import get_settings, load_settings
@@ -33,7 +34,6 @@ from mailworker.tasks import (
 )
 from mailworker.tasks.send import enqueue
 from mailworker.tasks.validation import build_job
-
 from tests.helpers import messages_of, wait_for_status
 from tests.hostile import (
     OWN_HEADERS,

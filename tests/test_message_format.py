@@ -18,6 +18,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mailworker.delivery.headers import header_block, unstructured
 from mailworker.delivery.message import build_envelope
 from mailworker.settings import load_settings

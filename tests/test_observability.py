@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply, free_port
 from mailworker.tasks import send_email, status
-
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, wait_for_status, worker_process
 from tests.sentry_sink import SentrySink

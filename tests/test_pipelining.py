@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import trustme
+
 from mailworker.dev.devserver import DevServer, Fault, RecordingSMTP, Reply
 from mailworker.tasks import send_email
-
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
 

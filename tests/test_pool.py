@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 
+from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
 

@@ -11,13 +11,13 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
+
 from mailworker.delivery.ratelimit import RateLimiter, slow_down, usage
 from mailworker.delivery.slots import slots_in_use
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import SettingsError, load_settings, reload_settings
 from mailworker.store.deferred import discard, due_at
 from mailworker.tasks import status
-
 from tests.helpers import extra_account, send_many, wait_all_sent, wait_for_status, worker_process
 
 

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis as redis_lib
+
 from mailworker.dev.devredis import MAILWORKER_ACL_RULES
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
-
 from tests.helpers import send_elsewhere, states_when_sent, worker_process
 from tests.test_cli import mailworker
 

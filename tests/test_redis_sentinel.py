@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+
 from mailworker.dev.devredis import answers, start_private_redis
 from mailworker.dev.devserver import DevServer, free_port
-
 from tests.helpers import produce_elsewhere, states_when_sent, worker_process
 
 

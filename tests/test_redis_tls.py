@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+
 from mailworker.dev.devredis import TlsFiles, start_private_redis
 from mailworker.dev.devserver import DevServer
-
 from tests.helpers import produce_elsewhere, states_when_sent, worker_process
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_lib
 import trustme
+
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import reload_settings
 from mailworker.store.client import account_key
@@ -24,7 +25,6 @@ from mailworker.store.dead import count as dead_count
 from mailworker.store.ledger import suppressed
 from mailworker.store.pauses import paused_until
 from mailworker.tasks import send_email, status
-
 from tests.conftest import USER
 from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
 from tests.raw_smtp import RawSmtpServer

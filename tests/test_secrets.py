@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+
 from mailworker.delivery.errors import AuthenticationRefused
 from mailworker.delivery.runtime import Runtime
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply, free_port
 from mailworker.settings import SettingsError, load_settings
 from mailworker.tasks import status
 from mailworker.tasks.validation import build_job
-
 from tests.conftest import REDIS_PASSWORD, UNSUBSCRIBE_SECRET, USER
 from tests.helpers import send_elsewhere, worker_process
 from tests.sentry_sink import SentrySink
@@ -313,6 +313,7 @@ def _in_process(command: tuple[str, ...], env: dict[str, str]) -> tuple[int, str
     """Run one command through the real CLI code in this process (fast, for the sweep);
     the settings and the Redis client are read afresh, as in a new process."""
     from click.testing import CliRunner
+
     from mailworker.cli import main
     from mailworker.settings import get_settings
     from mailworker.store.client import reset_redis

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from mailworker.dev.devserver import DevServer
 from mailworker.tasks import send_email
-
 from tests.conftest import USER
 from tests.helpers import messages_of, wait_for_status
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from mailworker.settings import SettingsError, load_settings, parse_smtp_url
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mailworker.dev.devserver import DevServer
 from mailworker.store.addresses import normalize_address
 from mailworker.store.ledger import suppressed
 from mailworker.tasks import send_email
 from mailworker.tasks.unsubscribe import make_token, unsubscribe
-
 from tests.helpers import messages_of, wait_for_status
 from tests.test_cli import mailworker
 

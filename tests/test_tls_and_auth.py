@@ -8,6 +8,7 @@ import logging
 import ssl
 
 import pytest
+
 from mailworker.delivery.connection import open_connection
 from mailworker.delivery.errors import AuthenticationRefused, CertificateRejected, TlsUnavailable
 from mailworker.delivery.pool import quit_session
@@ -17,7 +18,6 @@ from mailworker.dev.devserver import DevServer
 from mailworker.settings import SmtpAccount, get_settings, parse_smtp_url
 from mailworker.tasks import send_email
 from mailworker.tasks.validation import build_job
-
 from tests.conftest import PASSWORD
 from tests.helpers import extra_account, messages_of, wait_for_status
 from tests.test_cli import mailworker

@@ -13,11 +13,11 @@ from hypothesis import (
     settings,
 )
 from hypothesis import strategies as st
+
 from mailworker.delivery.message import build_envelope
 from mailworker.settings import load_settings
 from mailworker.tasks import InvalidEmail
 from mailworker.tasks.validation import build_job
-
 from tests.hostile import ENCODED_WORDS, LINE_BREAKS
 
 SETTINGS = load_settings({"SMTP_URL": "smtps://u:p@h", "DEFAULT_FROM_EMAIL": "a@example.com"})

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import trustme
+
 from mailworker.dev.devserver import DevServer
 from mailworker.tasks import send_email
-
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, wait_all_sent, worker_process
 

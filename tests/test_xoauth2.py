@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import trustme
+
 from mailworker.delivery.errors import AuthenticationRefused
 from mailworker.delivery.oauth import register_token_provider
 from mailworker.delivery.runtime import Runtime
 from mailworker.dev.devserver import DevServer
 from mailworker.settings import SettingsError, get_settings, load_settings
 from mailworker.tasks.validation import build_job
-
 from tests.helpers import extra_account
 from tests.test_cli import mailworker
 

@@ -10,6 +10,12 @@ May import every other part of mailworker; nothing imports it but the CLI and ``
 from __future__ import annotations
 
 import mailworker.worker.lifecycle  # noqa: F401  (registers the signal handlers)
-from mailworker.tasks import app, send_email
+from mailworker.tasks import app, bodies, send_email
+from mailworker.tasks.app import SEND_BATCH_TASK, SEND_EMAIL_TASK
+from mailworker.worker.campaign_runner import run_batch
+from mailworker.worker.task_runner import run_job
+
+bodies.provide(SEND_EMAIL_TASK, run_job)
+bodies.provide(SEND_BATCH_TASK, run_batch)
 
 __all__ = ["app", "send_email"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
+
 from mailworker.delivery.classify import Verdict, classify_error
 from mailworker.delivery.deliver import DeliveryReport
 from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import redis
+
 from mailworker.observe.sentry import report
 from mailworker.store.client import account_key, get_redis
 

@@ -19,6 +19,7 @@ from celery.signals import (
     worker_process_shutdown,
     worker_shutdown,
 )
+
 from mailworker.delivery.runtime import close_runtime
 from mailworker.observe.logs import configure_logging
 from mailworker.observe.sentry import init_sentry

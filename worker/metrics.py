@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
-from mailworker.store.client import KEY_PREFIX, get_redis
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from mailworker.store.client import KEY_PREFIX, get_redis
 
 log = logging.getLogger("mailworker.metrics")
 

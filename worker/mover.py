@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from celery import bootsteps
+
 from mailworker.store.deferred import claim_due, release
 from mailworker.tasks.send import publish
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from celery import Task
+
 from mailworker.delivery.classify import Verdict, account_advice, classify_error, enhanced_code
 from mailworker.delivery.deliver import DeliveryReport
 from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited

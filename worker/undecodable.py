@@ -29,6 +29,7 @@ from celery.signals import task_rejected, task_unknown
 from kombu.exceptions import InconsistencyError
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
+
 from mailworker.observe.sentry import report
 from mailworker.settings import get_settings
 from mailworker.store.dead import bury
