@@ -38,7 +38,8 @@ import redis.asyncio
 
 from mailworker.delivery.errors import RateLimited
 from mailworker.settings import AccountLimits, Rate, SmtpAccount
-from mailworker.store.client import LUA_NOW_MS, account_key, get_redis, lua
+from mailworker.store import keys
+from mailworker.store.client import LUA_NOW_MS, get_redis, lua
 
 BUCKETS = 50
 MIN_FACTOR = 1 / 16
@@ -194,14 +195,14 @@ class RateAnswer:
 def windows_for(account: SmtpAccount, domains: Iterable[str]) -> tuple[Window, ...]:
     limits: AccountLimits = account.limits
     windows = [
-        Window(rate, account_key(account.name, f"rate:{rate.seconds}"), str(rate), rate.adaptive)
+        Window(rate, keys.account(account.name, f"rate:{rate.seconds}"), str(rate), rate.adaptive)
         for rate in limits.rates
     ]
     for domain in sorted({d.lower() for d in domains}):
         windows += [
             Window(
                 rate,
-                account_key(account.name, f"rate:{domain}:{rate.seconds}"),
+                keys.account(account.name, f"rate:{domain}:{rate.seconds}"),
                 f"{domain} {rate}",
                 False,
             )
@@ -216,7 +217,7 @@ class RateLimiter:
     def __init__(self, account: SmtpAccount, domains: Iterable[str], cooldown: float) -> None:
         self.account = account.name
         self.windows = windows_for(account, domains)
-        self._slow = account_key(account.name, "slow")
+        self._slow = keys.account(account.name, "slow")
         self._cooldown_ms = int(cooldown * 1000)
 
     @property
@@ -262,7 +263,7 @@ def slow_down(account: str, cooldown: float, client: redis.Redis | None = None) 
     """Record a throttling reply; return the account's new rate factor (1.0 = configured)."""
     client = client or get_redis()
     script = lua(client, _SLOW_DOWN)
-    reply = script(keys=[account_key(account, "slow")], args=[int(cooldown * 1000), MIN_FACTOR])
+    reply = script(keys=[keys.account(account, "slow")], args=[int(cooldown * 1000), MIN_FACTOR])
     return int(reply) / 1000
 
 
@@ -283,7 +284,7 @@ def usage(
     windows = windows_for(account, domains)
     script = lua(client, _USAGE)
     reply = script(
-        keys=[account_key(account.name, "slow"), *(w.key for w in windows)],
+        keys=[keys.account(account.name, "slow"), *(w.key for w in windows)],
         args=[int(cooldown * 1000), BUCKETS, *(w.rate.seconds * 1000 for w in windows)],
     )
     factor = int(reply[0]) / 1000

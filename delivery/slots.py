@@ -27,7 +27,8 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
-from mailworker.store.client import LUA_NOW_MS, account_key, get_redis, lua
+from mailworker.store import keys
+from mailworker.store.client import LUA_NOW_MS, get_redis, lua
 
 log = logging.getLogger("mailworker.pool")
 
@@ -110,9 +111,9 @@ class ConnectionSlots:
         self.cap = cap
         self._client = client
         self._keys = [
-            account_key(account, "connections"),
-            account_key(account, "connection-queue"),
-            account_key(account, "connection-alive"),
+            keys.account(account, "connections"),
+            keys.account(account, "connection-queue"),
+            keys.account(account, "connection-alive"),
         ]
         self._lease_ms = int(lease * 1000)
         self._prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:"
@@ -198,7 +199,7 @@ def slots_in_use(account: str, client: redis.Redis | None = None) -> tuple[int, 
     seconds, micros = client.time()
     now = seconds * 1000 + micros // 1000
     pipe = client.pipeline(transaction=False)
-    pipe.zcount(account_key(account, "connections"), now, "+inf")
-    pipe.zcount(account_key(account, "connection-alive"), now, "+inf")
+    pipe.zcount(keys.account(account, "connections"), now, "+inf")
+    pipe.zcount(keys.account(account, "connection-alive"), now, "+inf")
     held, waiting = pipe.execute()
     return int(held), int(waiting)

@@ -10,7 +10,6 @@ import redis
 from mailworker.settings import get_settings
 from mailworker.store.connect import sync_client
 
-KEY_PREFIX = "mailworker:"
 # Lua: ``now`` in milliseconds from the Redis server's clock, the one clock every worker
 # on every machine agrees on.
 LUA_NOW_MS = """
@@ -35,12 +34,6 @@ def get_redis() -> redis.Redis:
 def reset_redis() -> None:
     """Drop the cached client (after :func:`settings.reload_settings`)."""
     get_redis.cache_clear()
-
-
-def account_key(account: str, suffix: str) -> str:
-    """A key of one account's limiter state; the ``{account:...}`` hash tag keeps an
-    account's keys in one Redis Cluster slot, so one Lua script may touch them all."""
-    return f"{KEY_PREFIX}{{account:{account}}}:{suffix}"
 
 
 @lru_cache(maxsize=64)

@@ -13,13 +13,11 @@ from typing import Any
 
 import redis
 
-from mailworker.store.client import KEY_PREFIX, get_redis
+from mailworker.store import keys
+from mailworker.store.client import get_redis
 
-INDEX = f"{KEY_PREFIX}dead"
-
-
-def _key(job_id: str) -> str:
-    return f"{INDEX}:{job_id}"
+INDEX = keys.DEAD
+_key = keys.dead_letter
 
 
 def bury(

@@ -22,11 +22,10 @@ from typing import Any, NamedTuple
 
 import redis
 
-from mailworker.store.client import KEY_PREFIX, get_redis
+from mailworker.store import keys
+from mailworker.store.client import get_redis
 
-DUE = f"{KEY_PREFIX}{{deferred}}:due"
-JOBS = f"{KEY_PREFIX}{{deferred}}:jobs"
-CLAIMS = f"{KEY_PREFIX}{{deferred}}:claims"
+DUE, JOBS, CLAIMS = keys.DEFERRED_DUE, keys.DEFERRED_JOBS, keys.DEFERRED_CLAIMS
 
 _CLAIM = """
 local now, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])

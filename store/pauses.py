@@ -16,8 +16,8 @@ import time
 
 import redis
 
-from mailworker.store.client import KEY_PREFIX, get_redis, lua
-from mailworker.store.deferred import DUE
+from mailworker.store import keys
+from mailworker.store.client import get_redis, lua
 
 _HELD_GRACE = 3600  # the held set outlives the pause by this much, then expires
 
@@ -32,13 +32,13 @@ return released
 """
 
 
-def pause_key(account: str) -> str:
-    return f"{KEY_PREFIX}paused:{account}"
+pause_key = keys.paused
+held_key = keys.held  # in the deferred set's hash slot, for _RELEASE_HELD
 
 
-def held_key(account: str) -> str:
-    # {deferred}: the same Redis Cluster slot as the deferred set, for _RELEASE_HELD.
-    return f"{KEY_PREFIX}{{deferred}}:held:{account}"
+def stage_read_pause(pipe: redis.client.Pipeline, account: str) -> None:
+    """Read ``account``'s pause in the caller's pipeline (:func:`read_pause` decodes it)."""
+    pipe.hgetall(pause_key(account))
 
 
 def stage_held(pipe: redis.client.Pipeline, account: str, job_id: str, until: float) -> None:
@@ -79,5 +79,7 @@ def resume_account(account: str, *, client: redis.Redis | None = None) -> tuple[
     """Lift ``account``'s pause and make its held jobs due now: ``(was paused, jobs released)``."""
     client = client or get_redis()
     lifted = bool(client.delete(pause_key(account)))
-    released = lua(client, _RELEASE_HELD)(keys=[held_key(account), DUE], args=[time.time()])
+    released = lua(client, _RELEASE_HELD)(
+        keys=[held_key(account), keys.DEFERRED_DUE], args=[time.time()]
+    )
     return lifted, int(released)

@@ -14,14 +14,15 @@ from typing import Any, Literal
 
 import redis
 
-from mailworker.store.client import KEY_PREFIX, get_redis
+from mailworker.store import keys
+from mailworker.store.client import get_redis
 
 State = Literal["queued", "sending", "sent", "retrying", "failed"]
 STATUS_TTL = 7 * 24 * 3600
 
 
 def status_key(job_id: str) -> str:
-    return f"{KEY_PREFIX}job:{job_id}"
+    return keys.job_status(job_id)
 
 
 def record_status(

@@ -13,17 +13,14 @@ from kombu import Queue
 
 from mailworker.settings import Settings, get_settings
 from mailworker.settings.redis_url import sentinel_parts
+from mailworker.store import keys
 
 TRANSACTIONAL_QUEUE = "email"
 BULK_QUEUE = "bulk"  # campaigns: their own queue and Procfile process type
 SEND_EMAIL_TASK = "mailworker.send_email"
 SEND_BATCH_TASK = "mailworker.send_batch"
-CELERY_KEY_PREFIX = "mailworker:celery:"  # kombu's keys: queues, unacked jobs, bindings
-
-
-def queue_key(queue: str) -> str:
-    """The Redis list in which kombu keeps ``queue``'s waiting jobs."""
-    return f"{CELERY_KEY_PREFIX}{queue}"
+CELERY_KEY_PREFIX = keys.CELERY_PREFIX  # kombu's keys: queues, unacked jobs, bindings
+queue_key = keys.queue_key
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

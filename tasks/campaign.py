@@ -38,11 +38,12 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailworker.settings import Settings, SettingsError, get_settings
-from mailworker.store.client import KEY_PREFIX, get_redis
+from mailworker.store import keys
+from mailworker.store.client import get_redis
 from mailworker.store.deferred import defer
 from mailworker.store.job import EmailJob
 from mailworker.tasks import bodies
-from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app, queue_key
+from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app
 from mailworker.tasks.errors import InvalidEmail
 from mailworker.tasks.send import publish
 from mailworker.tasks.unsubscribe import unsubscribe_headers
@@ -82,10 +83,6 @@ class CampaignTemplate:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-
-
-def campaign_key(campaign_id: str, part: str) -> str:
-    return f"{KEY_PREFIX}{{campaign:{campaign_id}}}:{part}"
 
 
 class Renderer:
@@ -181,7 +178,7 @@ def start_campaign(
     for number, chunk in enumerate(_chunks(itertools.chain(first, rows), chunk_size)):
         start = number * chunk_size
         total = start + len(chunk)
-        if client.getbit(campaign_key(campaign_id, "batches"), number):
+        if client.getbit(keys.campaign(campaign_id, "batches"), number):
             continue  # queued by an earlier run of this producer
         batch, invalid = _batch(campaign_id, number, start, chunk)
         if send_at is not None and send_at > time.time():
@@ -193,9 +190,9 @@ def start_campaign(
         client.eval(
             _MARK_QUEUED,
             3,
-            campaign_key(campaign_id, "batches"),
-            campaign_key(campaign_id, "counts"),
-            campaign_key(campaign_id, "errors"),
+            keys.campaign(campaign_id, "batches"),
+            keys.campaign(campaign_id, "counts"),
+            keys.campaign(campaign_id, "errors"),
             number,
             len(batch["recipients"]),
             len(invalid),
@@ -203,7 +200,7 @@ def start_campaign(
         )
         if on_batch is not None:
             on_batch(total)
-    client.hset(campaign_key(campaign_id, "meta"), mapping={"total": total, "enqueued": 1})
+    client.hset(keys.campaign(campaign_id, "meta"), mapping={"total": total, "enqueued": 1})
     return campaign_id
 
 
@@ -222,8 +219,8 @@ def cancel(campaign_id: str) -> None:
 def campaign_status(campaign_id: str) -> dict[str, Any] | None:
     client = get_redis()
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(campaign_key(campaign_id, "meta"))
-    pipe.hgetall(campaign_key(campaign_id, "counts"))
+    pipe.hgetall(keys.campaign(campaign_id, "meta"))
+    pipe.hgetall(keys.campaign(campaign_id, "counts"))
     meta, counts = pipe.execute()
     if not meta:
         return None
@@ -243,12 +240,12 @@ def campaign_status(campaign_id: str) -> dict[str, Any] | None:
 
 
 def campaign_errors(campaign_id: str, limit: int = 100) -> dict[int, str]:
-    _, found = get_redis().hscan(campaign_key(campaign_id, "errors"), count=limit)
+    _, found = get_redis().hscan(keys.campaign(campaign_id, "errors"), count=limit)
     return {int(k): v for k, v in list(found.items())[:limit]}
 
 
 def load_template(campaign_id: str) -> tuple[CampaignTemplate, dict[str, str]]:
-    meta = get_redis().hgetall(campaign_key(campaign_id, "meta"))
+    meta = get_redis().hgetall(keys.campaign(campaign_id, "meta"))
     if not meta:
         raise KeyError(campaign_id)
     return CampaignTemplate(**json.loads(meta["template"])), meta
@@ -282,7 +279,7 @@ def _check_first_rows(
 def _store(
     client: Any, campaign_id: str, template: CampaignTemplate, account: str, chunk_size: int
 ) -> None:
-    key = campaign_key(campaign_id, "meta")
+    key = keys.campaign(campaign_id, "meta")
     existing = client.hgetall(key)
     if existing:
         if existing.get("digest") != template.digest():
@@ -339,12 +336,12 @@ def _text(value: Any) -> Any:
 
 def _wait_for_room(client: Any, max_queued_batches: int) -> None:
     """Pace the producer: keep at most ``max_queued_batches`` batches waiting in Redis."""
-    while client.llen(queue_key(BULK_QUEUE)) >= max_queued_batches:
+    while client.llen(keys.queue_key(BULK_QUEUE)) >= max_queued_batches:
         time.sleep(0.2)
 
 
 def _set_state(campaign_id: str, state: str) -> None:
-    key = campaign_key(campaign_id, "meta")
+    key = keys.campaign(campaign_id, "meta")
     client = get_redis()
     if not client.exists(key):
         raise KeyError(campaign_id)

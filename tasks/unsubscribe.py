@@ -21,7 +21,7 @@ import redis
 
 from mailworker.settings import Settings, SettingsError, get_settings
 from mailworker.store.addresses import normalize_address
-from mailworker.store.ledger import suppress
+from mailworker.store.suppression import suppress
 
 MAX_TOKEN_CHARS = 2048  # a campaign id and an address make a few hundred
 

@@ -190,6 +190,6 @@ def _fresh_suppression_list(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "environment" in request.fixturenames:
         from mailworker.store.client import get_redis
-        from mailworker.store.ledger import SUPPRESSED
+        from mailworker.store.suppression import SUPPRESSED
 
         get_redis().delete(SUPPRESSED)

@@ -21,7 +21,7 @@ from mailworker.delivery.message import build_envelope
 from mailworker.dev.devserver import DevServer
 from mailworker.settings import SettingsError, get_settings, load_settings
 from mailworker.store.job import EmailJob
-from mailworker.store.ledger import SUPPRESSED, suppress
+from mailworker.store.suppression import SUPPRESSED, suppress
 from mailworker.tasks.campaign import (
     CampaignError,
     CampaignTemplate,
@@ -220,7 +220,7 @@ def test_an_unsubscribe_token_names_one_recipient_of_one_campaign(
         with pytest.raises(InvalidToken):
             verify_token(forged)
     assert unsubscribe(token) == ("spring", "ann@example.com")
-    from mailworker.store.ledger import suppressed
+    from mailworker.store.suppression import suppressed
 
     assert suppressed(("ann@example.com",)) == {"ann@example.com"}
 

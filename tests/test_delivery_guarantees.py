@@ -17,8 +17,8 @@ from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import reload_settings
 from mailworker.store.dead import count as dead_count
 from mailworker.store.deferred import defer, due_at
-from mailworker.store.ledger import suppressed
 from mailworker.store.pauses import paused_until
+from mailworker.store.suppression import suppressed
 from mailworker.tasks import send_email
 from mailworker.tasks.validation import build_job
 from tests.conftest import USER

@@ -20,10 +20,10 @@ import trustme
 
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import reload_settings
-from mailworker.store.client import account_key
+from mailworker.store import keys
 from mailworker.store.dead import count as dead_count
-from mailworker.store.ledger import suppressed
 from mailworker.store.pauses import paused_until
+from mailworker.store.suppression import suppressed
 from mailworker.tasks import send_email, status
 from tests.conftest import USER
 from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
@@ -203,7 +203,7 @@ def test_a_pipelined_421_then_close_slows_the_account_down_and_retries_later(
             to="second@example.com", subject="s", text="t", account="postfixlike"
         )
         deferred = wait_for_status(second.id, "deferred", "sent")
-        slow = redis.hgetall(account_key(account, "slow"))
+        slow = redis.hgetall(keys.account(account, "slow"))
         record = wait_for_status(second.id, "sent", timeout=20)
     assert deferred["state"] == "deferred" and "421" in deferred["error"]
     assert slow and float(slow[b"factor"]) < 1  # halved: a throttle, not a dropped link

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from mailworker.dev.devserver import DevServer
 from mailworker.store.addresses import normalize_address
-from mailworker.store.ledger import suppressed
+from mailworker.store.suppression import suppressed
 from mailworker.tasks import send_email
 from mailworker.tasks.unsubscribe import make_token, unsubscribe
 from tests.helpers import messages_of, wait_for_status

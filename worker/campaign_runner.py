@@ -27,14 +27,14 @@ from mailworker.delivery.retry import next_retry_at
 from mailworker.delivery.runtime import get_runtime
 from mailworker.observe.sentry import report
 from mailworker.settings import Settings, get_settings
-from mailworker.store.addresses import normalize_address
+from mailworker.store import keys, suppression
 from mailworker.store.client import get_redis, lua
 from mailworker.store.dead import bury
 from mailworker.store.deferred import stage_defer
-from mailworker.store.ledger import SUPPRESSED, lock_remaining, stage_hold, stage_let_go, suppress
+from mailworker.store.ledger import lock_remaining, stage_hold, stage_let_go
 from mailworker.store.pauses import pause_account, paused_until, stage_held
 from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK
-from mailworker.tasks.campaign import Renderer, campaign_key, load_template, render_job
+from mailworker.tasks.campaign import Renderer, load_template, render_job
 
 log = logging.getLogger("mailworker.campaign")
 
@@ -131,8 +131,8 @@ class BatchRun:
         pipe = self.client.pipeline(transaction=False)
         stage_hold(pipe, batch["id"], lock_seconds)
         for index, _, _ in recipients:
-            pipe.getbit(campaign_key(self.campaign, "sent"), index)
-        pipe.hmget(SUPPRESSED, [normalize_address(address) for _, address, _ in recipients])
+            pipe.getbit(keys.campaign(self.campaign, "sent"), index)
+        suppression.stage_reasons(pipe, [address for _, address, _ in recipients])
         held, *bits, flags = pipe.execute()
         if not held:
             wait = lock_remaining(batch["id"], client=self.client) + 1
@@ -170,12 +170,12 @@ class BatchRun:
             by_job[job.id] = recipient
         if not jobs:
             return
-        keys = [campaign_key(self.campaign, "sent"), campaign_key(self.campaign, "counts")]
+        bits = [keys.campaign(self.campaign, "sent"), keys.campaign(self.campaign, "counts")]
         runtime = get_runtime()
 
         async def mark_sent(job_id: str, _: tuple[str, ...]) -> None:
             # The bit and the count move together, once, even if this batch runs again.
-            await lua(runtime.async_redis(), _MARK_SENT)(keys=keys, args=[by_job[job_id][0]])
+            await lua(runtime.async_redis(), _MARK_SENT)(keys=bits, args=[by_job[job_id][0]])
 
         results = runtime.deliver_batch(jobs, mark_sent, self.settings)
         for job, result in zip(jobs, results, strict=True):
@@ -218,7 +218,7 @@ class BatchRun:
         if chosen.slow_down:
             slow_down(self.account, self.settings.limiter.throttle_cooldown)
         if chosen.fate is Fate.BOUNCED:
-            suppress(address, f"hard bounce: {reason}", client=self.client)
+            suppression.suppress(address, f"hard bounce: {reason}", client=self.client)
             outcome.failed[index] = f"bounced: {reason}"
         elif chosen.fate is Fate.FAILED:
             outcome.failed[index] = f"refused: {reason}"
@@ -265,7 +265,7 @@ class BatchRun:
             deferred=deferred - waiting,
         )
         if outcome.failed:
-            pipe.hset(campaign_key(self.campaign, "errors"), mapping=outcome.failed)
+            pipe.hset(keys.campaign(self.campaign, "errors"), mapping=outcome.failed)
         stage_let_go(pipe, batch["id"])
         pipe.execute()
         self._report(attempt)
@@ -298,7 +298,7 @@ class BatchRun:
         pipe = self.client.pipeline(transaction=True)
         if ages and self._too_old(due):
             failed = {index: "waited longer than RETRY_MAX_AGE" for index, *_ in recipients}
-            pipe.hset(campaign_key(self.campaign, "errors"), mapping=failed)
+            pipe.hset(keys.campaign(self.campaign, "errors"), mapping=failed)
             self._stage_count(pipe, failed=len(recipients), deferred=-waiting)
         else:
             attempt = self.batch.get("attempt", 1)
@@ -341,4 +341,4 @@ class BatchRun:
     def _stage_count(self, pipe: Any, **counts: int) -> None:
         for name, value in counts.items():
             if value:
-                pipe.hincrby(campaign_key(self.campaign, "counts"), name, value)
+                pipe.hincrby(keys.campaign(self.campaign, "counts"), name, value)

@@ -13,18 +13,19 @@ import time
 import redis
 
 from mailworker.observe.sentry import report
-from mailworker.store.client import account_key, get_redis
+from mailworker.store import keys
+from mailworker.store.client import get_redis
 
 _DAY = 86400
 _HOUR = 3600  # a reminder at most hourly while the account keeps failing
 
 
 def failing_key(account: str) -> str:
-    return account_key(account, "failing-since")
+    return keys.account(account, "failing-since")
 
 
 def stage_recovered(pipe: redis.client.Pipeline, account: str) -> None:
-    pipe.delete(failing_key(account), account_key(account, "failing-alerted"))
+    pipe.delete(failing_key(account), keys.account(account, "failing-alerted"))
 
 
 def note_transient(
@@ -46,7 +47,7 @@ def note_transient(
     failing_for = now - float(since or now)
     if failing_for < threshold:
         return False
-    alerted = account_key(account, "failing-alerted")
+    alerted = keys.account(account, "failing-alerted")
     if not client.set(alerted, now, nx=True, ex=max(_HOUR, int(threshold))):
         return False
     report(

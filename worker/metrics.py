@@ -3,7 +3,7 @@
 Prometheus (prometheus-client), served by the worker on ``METRICS_PORT`` when it is set, on
 ``METRICS_HOST`` (127.0.0.1 unless set otherwise):
 
-    mailworker_messages_total{account, outcome}    sent | deferred | bounced | dead | suppressed
+    mailworker_messages_total{account, outcome}    sent|deferred|bounced|failed|dead|suppressed
     mailworker_send_seconds{account}                histogram of one delivery attempt
     mailworker_pool_sessions{account, state}        open | idle | in_use | waiting, at scrape
 
@@ -23,11 +23,9 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mailworker.store.client import KEY_PREFIX, get_redis
+from mailworker.store import stats
 
 log = logging.getLogger("mailworker.metrics")
-
-OUTCOMES = ("sent", "deferred", "bounced", "failed", "dead", "suppressed")
 
 MESSAGES = Counter("mailworker_messages", "Jobs and recipients by outcome", ["account", "outcome"])
 SEND_SECONDS = Histogram(
@@ -38,27 +36,12 @@ SEND_SECONDS = Histogram(
 )
 
 
-def stats_key(account: str) -> str:
-    return f"{KEY_PREFIX}stats:{account}"
-
-
 def stage_counts(pipe: redis.client.Pipeline, account: str, counts: dict[str, int]) -> None:
-    """Count outcomes here and, inside the caller's transaction, in Redis."""
+    """Count outcomes here (Prometheus) and, inside the caller's transaction, in Redis."""
     for outcome, count in counts.items():
         if count:
             MESSAGES.labels(account, outcome).inc(count)
-            pipe.hincrby(stats_key(account), outcome, count)
-
-
-def cluster_counts(accounts: list[str], client: redis.Redis | None = None) -> dict[str, dict]:
-    """Outcome counts per account, summed over every worker (``mailworker stats``)."""
-    pipe = (client or get_redis()).pipeline(transaction=False)
-    for account in accounts:
-        pipe.hgetall(stats_key(account))
-    return {
-        account: {outcome: int(raw.get(outcome, 0)) for outcome in OUTCOMES}
-        for account, raw in zip(accounts, pipe.execute(), strict=True)
-    }
+    stats.stage_counts(pipe, account, counts)
 
 
 class PoolCollector(Collector):
@@ -71,9 +54,9 @@ class PoolCollector(Collector):
             "mailworker_pool_sessions", "SMTP sessions per account", labels=["account", "state"]
         )
         runtime = current_runtime()
-        for account, stats in (runtime.pool_stats() if runtime else {}).items():
+        for account, pool in (runtime.pool_stats() if runtime else {}).items():
             for state in ("open", "idle", "in_use", "waiting"):
-                family.add_metric([account, state], getattr(stats, state))
+                family.add_metric([account, state], getattr(pool, state))
         yield family
 
 

@@ -28,21 +28,19 @@ from mailworker.delivery.retry import next_retry_at
 from mailworker.delivery.runtime import get_runtime
 from mailworker.observe.sentry import report
 from mailworker.settings import Settings, SettingsError, get_settings
-from mailworker.store.addresses import normalize_address
+from mailworker.store import suppression
 from mailworker.store.client import get_redis
 from mailworker.store.dead import bury
 from mailworker.store.deferred import stage_defer, stage_discard
 from mailworker.store.job import EmailJob, UndecodableJob
 from mailworker.store.ledger import (
-    SUPPRESSED,
     lock_remaining,
     release_idempotency_key,
     sent_key,
     stage_hold,
     stage_let_go,
-    suppress,
 )
-from mailworker.store.pauses import pause_account, pause_key, read_pause, stage_held
+from mailworker.store.pauses import pause_account, read_pause, stage_held, stage_read_pause
 from mailworker.store.status import State, stage_status
 from mailworker.tasks.app import TRANSACTIONAL_QUEUE
 from mailworker.worker.failing import note_transient, stage_recovered
@@ -130,8 +128,8 @@ class JobRun:
         pipe = self.client.pipeline(transaction=False)
         stage_hold(pipe, job.id, lock_seconds)
         pipe.smembers(sent_key(job.id))
-        pipe.hmget(SUPPRESSED, [normalize_address(r) for r in job.recipients])
-        pipe.hgetall(pause_key(job.account))
+        suppression.stage_reasons(pipe, job.recipients)
+        stage_read_pause(pipe, job.account)
         stage_status(pipe, job.id, "sending", attempt=job.attempt)
         held, sent, flags, pause, *_ = pipe.execute()
         self.outcome.sent.update(sent)
@@ -191,7 +189,7 @@ class JobRun:
                 self._slow_down(verdict)
             if chosen.fate is Fate.BOUNCED:
                 self.outcome.bounced[recipient] = reason
-                suppress(recipient, f"hard bounce: {reason}")
+                suppression.suppress(recipient, f"hard bounce: {reason}")
             elif chosen.fate is Fate.FAILED:
                 self.outcome.failed[recipient] = reason
             else:

@@ -1,0 +1,61 @@
+"""What every command shares: the ``main`` group, consoles, exit codes and settings."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from mailworker.settings import SettingsError, get_settings
+
+console = Console()
+errors = Console(stderr=True)
+
+# Exit codes mean something to scripts: 1 = the thing checked is broken, 2 = usage or config.
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def fail(message: str, code: int = EXIT_CONFIG) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Turns "Redis is not there" into one line of advice instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import redis
+
+        try:
+            return super().invoke(ctx)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            fail(
+                f"Redis at REDIS_URL did not answer ({exc}); check that it is running and "
+                "that REDIS_URL points at it",
+                EXIT_FAILED,
+            )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """mailworker: queue email in Redis, deliver it with Celery over pooled TLS SMTP.
+
+    Configuration comes from the environment (REDIS_URL, SMTP_URL, SMTP_URL_<NAME>, ...);
+    see the README. Start a worker with:  celery -A mailworker.worker worker -Q email
+    """
+
+
+def current_settings() -> Any:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+def when(timestamp: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")

@@ -1,0 +1,103 @@
+"""Every Redis key mailworker writes, in one place: its name, type, owner and end.
+
+Nothing is kept forever by accident: each key has a TTL or a named owner that deletes it.
+Keys under a ``{...}`` hash tag share one Redis Cluster slot, so one Lua script may touch
+them together (kombu's transport cannot run on a Cluster, but the scripts stay portable).
+
+    key (prefix mailworker:)         type  owner                   end
+    job:<id>                         HASH  store.status            TTL 7 d after the last write
+    sent:<id>                        SET   store.ledger            TTL 30 d
+    idem:<key>                       STR   store.ledger            TTL 7 d; deleted if the job dies
+    running:<id>                     STR   store.ledger            TTL the attempt's bound; commit
+    suppressed                       HASH  store.suppression       an operator: `suppress remove`
+    {deferred}:due                   ZSET  store.deferred          members leave when published
+    {deferred}:jobs                  HASH  store.deferred          fields leave with their member
+    {deferred}:claims                ZSET  store.deferred          released, or back when leased
+    {deferred}:held:<account>        ZSET  store.pauses            TTL pause end + 1 h; `resume`
+    paused:<account>                 HASH  store.pauses            TTL the pause's end
+    dead                             ZSET  store.dead              an operator: `dead purge|retry`
+    dead:<id>                        HASH  store.dead              an operator: `dead purge|retry`
+    stats:<account>                  HASH  store.stats             kept: the account's totals
+    {account:<a>}:rate:<T>           HASH  delivery.ratelimit      PTTL one window
+    {account:<a>}:rate:<domain>:<T>  HASH  delivery.ratelimit      PTTL one window
+    {account:<a>}:slow               HASH  delivery.ratelimit      PTTL until back to full rate
+    {account:<a>}:connections        ZSET  delivery.slots          PTTL 2 leases
+    {account:<a>}:connection-queue   ZSET  delivery.slots          PTTL 2 leases
+    {account:<a>}:connection-alive   ZSET  delivery.slots          PTTL 2 leases
+    {account:<a>}:failing-since      STR   worker.failing          TTL 1 d; deleted on a 250
+    {account:<a>}:failing-alerted    STR   worker.failing          TTL 1 h or the threshold
+    {campaign:<id>}:meta             HASH  tasks.campaign          kept for `campaign status`
+    {campaign:<id>}:counts           HASH  campaign, runner        kept for `campaign status`
+    {campaign:<id>}:batches          BITS  tasks.campaign          kept for `campaign status`
+    {campaign:<id>}:sent             BITS  worker.campaign_runner  kept for `campaign status`
+    {campaign:<id>}:errors           HASH  worker.campaign_runner  kept for `campaign status`
+
+Dead letters, stats and campaign data have no TTL yet (dead-letter and campaign retention
+are issue 17's); each has the named owner above.
+
+Celery's Redis transport (kombu) owns every key under ``mailworker:celery:`` (kombu's
+``global_keyprefix``): the queue lists (``email``, ``bulk``, see :func:`queue_key`),
+``unacked``, ``unacked_index`` and the bindings; they are kombu's to create and delete.
+"""
+
+from __future__ import annotations
+
+PREFIX = "mailworker:"
+CELERY_PREFIX = f"{PREFIX}celery:"  # kombu's keys: queues, unacked jobs, bindings
+
+
+def job_status(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def sent(job_id: str) -> str:
+    return f"{PREFIX}sent:{job_id}"
+
+
+def idempotency(key: str) -> str:
+    return f"{PREFIX}idem:{key}"
+
+
+def run_lock(job_id: str) -> str:
+    return f"{PREFIX}running:{job_id}"
+
+
+SUPPRESSED = f"{PREFIX}suppressed"
+
+DEFERRED_DUE = f"{PREFIX}{{deferred}}:due"
+DEFERRED_JOBS = f"{PREFIX}{{deferred}}:jobs"
+DEFERRED_CLAIMS = f"{PREFIX}{{deferred}}:claims"
+
+
+def held(account: str) -> str:
+    return f"{PREFIX}{{deferred}}:held:{account}"
+
+
+def paused(account: str) -> str:
+    return f"{PREFIX}paused:{account}"
+
+
+DEAD = f"{PREFIX}dead"
+
+
+def dead_letter(job_id: str) -> str:
+    return f"{DEAD}:{job_id}"
+
+
+def stats(account: str) -> str:
+    return f"{PREFIX}stats:{account}"
+
+
+def account(name: str, suffix: str) -> str:
+    """One of an account's limiter keys (rate windows, slow-down, slots, failing)."""
+    return f"{PREFIX}{{account:{name}}}:{suffix}"
+
+
+def campaign(campaign_id: str, part: str) -> str:
+    """``meta``, ``counts``, ``batches``, ``sent`` or ``errors`` of one campaign."""
+    return f"{PREFIX}{{campaign:{campaign_id}}}:{part}"
+
+
+def queue_key(queue: str) -> str:
+    """The Redis list kombu keeps ``queue``'s messages in (kombu owns it)."""
+    return f"{CELERY_PREFIX}{queue}"
