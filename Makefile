@@ -20,9 +20,16 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest
 
+# mypy reads the package as installed: the repository's folders linked under one name.
+PARTS := settings store observe delivery tasks worker cli dev
+
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@rm -rf .typecheck && mkdir -p .typecheck/mailworker
+	@for file in mailworker/*.py; do ln -s ../../$$file .typecheck/mailworker/; done
+	@for part in $(PARTS); do ln -s ../../$$part .typecheck/mailworker/$$part; done
+	$(PY) -m mypy
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .
@@ -33,4 +40,4 @@ bench: $(INSTALLED)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .typecheck *.egg-info

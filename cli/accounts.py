@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from dataclasses import asdict
+from typing import Any
 
 import click
 from rich.table import Table
@@ -116,7 +117,7 @@ def limits(accounts: tuple[str, ...], as_json: bool) -> None:
 
     settings = current_settings()
     names = list(accounts) or sorted(settings.accounts)
-    report = []
+    report: list[dict[str, Any]] = []
     for name in names:
         try:
             account = settings.account(name)

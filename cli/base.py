@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -18,7 +18,7 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
-def fail(message: str, code: int = EXIT_CONFIG) -> None:
+def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
     errors.print(f"[bold red]error:[/] {message}", highlight=False)
     sys.exit(code)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -107,7 +108,7 @@ def advice_for(exc: DeliveryError, account: SmtpAccount) -> str:
     return "check the host and port in " + account.variable + " and that the server is up"
 
 
-def _describe_certificate(report: CheckReport, certificate: dict[str, object]) -> None:
+def _describe_certificate(report: CheckReport, certificate: Mapping[str, object]) -> None:
     subject = certificate.get("subject") or ()
     parts = [f"{k}={v}" for rdn in subject for k, v in rdn]  # type: ignore[attr-defined]
     alt_names = [v for _, v in certificate.get("subjectAltName", ())]  # type: ignore[attr-defined]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -33,7 +33,7 @@ def devserver(host: str, port: int, tls: str, user: str, password: str | None, c
     import threading
     from pathlib import Path
 
-    from mailworker.dev.devserver import DevServer
+    from mailworker.dev.devserver import DevServer, TlsMode
 
     password = password or secrets.token_urlsafe(12)
 
@@ -44,10 +44,10 @@ def devserver(host: str, port: int, tls: str, user: str, password: str | None, c
         )
 
     server = DevServer(
-        tls=tls,
+        tls=cast(TlsMode, tls),
         host=host,
         port=port,
-        users={user: password},  # type: ignore[arg-type]
+        users={user: password},
         certificate_dir=Path(certs),
         on_message=show,
     ).start()

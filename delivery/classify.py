@@ -138,6 +138,11 @@ def classify_error(error: DeliveryError) -> Verdict:
     return verdict
 
 
+def ends_session(code: int | None) -> bool:
+    """A reply after which the server closes the channel (RFC 5321 4.2.2: 421)."""
+    return code == 421
+
+
 def is_stale_session(verdict: Verdict) -> bool:
     """Did a reused session die of old age (send again at once), not of the server's will?"""
     if verdict.decision is not Decision.TRANSIENT:

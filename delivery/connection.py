@@ -12,7 +12,13 @@ from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 
-from mailworker.delivery.errors import AccountProblem, TlsUnavailable, translate
+from mailworker.delivery.errors import (
+    SMTP_ERRORS,
+    AccountProblem,
+    TlsUnavailable,
+    is_authentication_refusal,
+    translate,
+)
 from mailworker.delivery.pipelining import enable_pipelining
 from mailworker.delivery.stage import Stage
 from mailworker.settings import SmtpAccount
@@ -89,7 +95,9 @@ async def _authenticate(
             )
         try:
             await smtp.auth_xoauth2(account.username, await token_getter(False))
-        except aiosmtplib.SMTPAuthenticationError:
+        except SMTP_ERRORS as exc:
+            if not is_authentication_refusal(exc):
+                raise
             # The token may have been revoked or expired early: refresh once, then give up.
             await smtp.auth_xoauth2(account.username, await token_getter(True))
         return

@@ -12,8 +12,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
-import aiosmtplib
-
 from mailworker.delivery.classify import (
     Decision,
     Stage,
@@ -22,7 +20,12 @@ from mailworker.delivery.classify import (
     classify_reply,
     is_stale_session,
 )
-from mailworker.delivery.errors import PermanentFailure, TransientFailure, translate
+from mailworker.delivery.errors import (
+    SMTP_ERRORS,
+    PermanentFailure,
+    TransientFailure,
+    translate,
+)
 from mailworker.delivery.message import Envelope, build_envelope
 from mailworker.delivery.pipelining import send_transaction
 from mailworker.delivery.pool import ConnectionPool, Session
@@ -161,10 +164,7 @@ async def _send_once(
             tried = progress.remaining
             try:
                 refused, reply = await _transaction(session, envelope, tried, account)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                refused = {e.recipient: Refusal(e.code, e.message) for e in exc.recipients}
-                reply = ""
-            except (aiosmtplib.SMTPException, OSError) as exc:
+            except SMTP_ERRORS as exc:
                 error = translate(exc, account)
                 stale = allow_stale_retry and first and session.reused
                 if stale and is_stale_session(classify_error(error)):

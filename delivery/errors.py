@@ -20,10 +20,11 @@ import ssl
 import aiosmtplib
 
 from mailworker.delivery.stage import Stage
+from mailworker.errors import MailworkerError
 from mailworker.settings import SmtpAccount
 
 
-class DeliveryError(Exception):
+class DeliveryError(MailworkerError):
     """Sending failed. ``str()`` explains what happened and what to do."""
 
     def __init__(
@@ -70,7 +71,7 @@ class CertificateRejected(AccountProblem):
     pass
 
 
-class RateLimited(Exception):
+class RateLimited(MailworkerError):
     def __init__(self, account: str, limit: str, wait: float) -> None:
         self.account = account
         self.limit = limit
@@ -87,9 +88,17 @@ _STAGES: tuple[tuple[type[aiosmtplib.SMTPException], Stage], ...] = (
     (aiosmtplib.SMTPAuthenticationError, Stage.AUTH),
     (aiosmtplib.SMTPSenderRefused, Stage.MAIL),
     (aiosmtplib.SMTPRecipientRefused, Stage.RCPT),
-    (aiosmtplib.SMTPRecipientsRefused, Stage.RCPT),
     (aiosmtplib.SMTPDataError, Stage.END_OF_DATA),
 )
+
+
+# What talking SMTP can raise: the only exceptions other modules catch, by this name.
+SMTP_ERRORS: tuple[type[BaseException], ...] = (aiosmtplib.SMTPException, OSError)
+
+
+def is_authentication_refusal(exc: BaseException) -> bool:
+    """Did the server refuse AUTH (a token worth refreshing once)?"""
+    return isinstance(exc, aiosmtplib.SMTPAuthenticationError)
 
 
 def translate(
@@ -132,18 +141,6 @@ def translate(
             f"account {account!r}: {address} replied {exc.code} {exc.message} (to {stage.value})",
             code=exc.code,
             reply=exc.message,
-            stage=stage,
-        )
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        codes = {e.code for e in exc.recipients}
-        kind = TransientFailure if all(400 <= c < 500 for c in codes) else PermanentFailure
-        first = exc.recipients[0]
-        return kind(
-            account,
-            f"account {account!r}: {address} refused every recipient "
-            f"(first: {first.code} {first.message})",
-            code=first.code,
-            reply=first.message,
             stage=stage,
         )
     if isinstance(exc, TimeoutError | ConnectionError | OSError | aiosmtplib.SMTPException):

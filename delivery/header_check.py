@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from mailworker.errors import MailworkerError
+
 _LINE_LIMIT = 998
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")  # RFC 5322 ftext
 # The whole rule in one pattern (the fast path, about a microsecond): field lines, each
@@ -30,7 +32,7 @@ _FIELD_NAMES = re.compile(rb"(?:\A|\n)([!-9;-~]+):")
 _WSP = b" \t"
 
 
-class UnsafeHeaderBlock(ValueError):
+class UnsafeHeaderBlock(MailworkerError, ValueError):
     """A header block that would not reach the reader as written; nothing was sent."""
 
 

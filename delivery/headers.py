@@ -24,6 +24,7 @@ from email.utils import formataddr
 from urllib.parse import quote
 
 from mailworker.delivery.header_check import check_header_block
+from mailworker.errors import MailworkerError
 from mailworker.store.job import Mailbox
 
 _FOLD_AT = 78  # RFC 5322 2.1.1: SHOULD
@@ -43,7 +44,7 @@ _ATTRIBUTE_CHAR = "!#$&+.^_`{|}~-"
 _SEGMENT = 56  # characters of an RFC 2231 value per continuation: lines stay within 78
 
 
-class Unfoldable(ValueError):
+class Unfoldable(MailworkerError, ValueError):
     """A word longer than a header line may be (the caller encodes it instead)."""
 
 

@@ -22,7 +22,7 @@ from mailworker.delivery.headers import header_block, parameterized
 from mailworker.store.job import Attachment
 
 # The stdlib sends a text body as 7bit only if no line is longer than this (78); so do we.
-_LINE_LENGTH = policy.SMTP.max_line_length
+_LINE_LENGTH: int = policy.SMTP.max_line_length or 78
 _QP_LINE = 76  # RFC 2045 6.7 (5): encoded lines at most 76 characters
 _BOUNDARY_PREFIX = "=_mailworker_"  # "=_" occurs in no base64 or quoted-printable text
 

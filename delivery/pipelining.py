@@ -126,20 +126,24 @@ async def send_transaction(
 ) -> tuple[dict[str, SMTPResponse], str]:
     """Send one message; same result and exceptions as ``aiosmtplib.SMTP.sendmail``.
 
-    Returns the refused recipients (with their replies) and the final reply's text. Raises
-    ``SMTPSenderRefused``, ``SMTPRecipientsRefused`` (every recipient refused) or
-    ``SMTPDataError``; after a refusal the session is reset (RSET), as aiosmtplib does.
+    Returns the refused recipients (with their replies) and the final reply's text; when
+    every recipient is refused, all of them and an empty text (nothing was sent). Raises
+    ``SMTPSenderRefused`` or ``SMTPDataError``; after a refusal the session is reset (RSET),
+    as aiosmtplib does.
     """
-    if not can_pipeline(smtp):
-        return await smtp.sendmail(
-            sender, list(recipients), data, mail_options=list(mail_options), timeout=timeout
-        )
     try:
-        return await _pipelined(smtp, sender, recipients, data, mail_options, timeout)
-    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
-            await smtp.rset(timeout=timeout)
-        raise
+        if not can_pipeline(smtp):
+            return await smtp.sendmail(
+                sender, list(recipients), data, mail_options=list(mail_options), timeout=timeout
+            )
+        try:
+            return await _pipelined(smtp, sender, recipients, data, mail_options, timeout)
+        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+            with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+                await smtp.rset(timeout=timeout)
+            raise
+    except aiosmtplib.SMTPRecipientsRefused as exc:  # a result, not an error
+        return {e.recipient: SMTPResponse(e.code, e.message) for e in exc.recipients}, ""
 
 
 async def _pipelined(

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
-from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited
+from mailworker.delivery.classify import ends_session
+from mailworker.delivery.errors import SMTP_ERRORS, Backpressure, DeliveryError, RateLimited
 from mailworker.delivery.slots import ConnectionSlots
 from mailworker.settings import PoolOptions
 
@@ -145,7 +146,7 @@ class ConnectionPool:
             if now - session.last_used > self._options.idle_check:
                 try:
                     await session.smtp.noop(timeout=self._options.idle_check)
-                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                except SMTP_ERRORS:
                     await self._discard(session)
                     continue
             session.reused = True
@@ -239,14 +240,11 @@ class ConnectionPool:
             return True  # nothing was said on the session
         if not smtp.is_connected or isinstance(exc, asyncio.CancelledError | TimeoutError):
             return False
-        code = (
-            exc.code if isinstance(exc, aiosmtplib.SMTPResponseException | DeliveryError) else None
-        )
-        if code == 421 or not isinstance(exc, aiosmtplib.SMTPException | DeliveryError):
-            return False
+        if not isinstance(exc, DeliveryError) or ends_session(exc.code):
+            return False  # not a reply the session survives (a 421, a stale session)
         try:
             await smtp.rset(timeout=_QUIT_TIMEOUT)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        except SMTP_ERRORS:
             smtp.close()
             return False
         return True
@@ -255,6 +253,6 @@ class ConnectionPool:
 async def quit_session(smtp: aiosmtplib.SMTP) -> None:
     """Say QUIT (briefly) and close, whatever state the session is in."""
     if smtp.is_connected:
-        with suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+        with suppress(*SMTP_ERRORS):
             await smtp.quit(timeout=_QUIT_TIMEOUT)
     smtp.close()

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import redis
 
 from mailworker.dev.devserver import free_port
+from mailworker.errors import MailworkerError
 
 INSTALL_HINT = (
     "no Redis answers and no redis-server binary was found: install it with "
@@ -24,7 +25,7 @@ INSTALL_HINT = (
 )
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(MailworkerError, RuntimeError):
     pass
 
 

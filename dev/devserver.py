@@ -8,6 +8,7 @@ dropped connections) for tests. Needs the ``dev`` extra (aiosmtpd, trustme).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -21,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -56,7 +57,7 @@ class ReceivedMessage:
 
     @property
     def message(self) -> email.message.EmailMessage:
-        return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
+        return email.message_from_bytes(self.data, policy=email.policy.default)
 
 
 @dataclass
@@ -145,12 +146,12 @@ class RecordingSMTP(SMTP):
             reply = fault(command, args[0] if args else None, self)
             if reply is not None and reply.text is None and reply.close:
                 # A dropped connection: no reply at all, nothing processed.
-                self.transport.abort()
+                cast(asyncio.Transport, self.transport).abort()
                 return "421 4.4.2 connection dropped"  # written to a closed transport
             if reply is not None:
                 if reply.close:
                     # Runs after the reply below is written; close() flushes it first.
-                    self.loop.call_soon(self.transport.close)
+                    self.loop.call_soon(cast(asyncio.Transport, self.transport).close)
                 if reply.text is not None:
                     return reply.text
         return await super()._call_handler_hook(command, *args)

@@ -67,7 +67,9 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info or record.exc_text:
-            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or (
+                self.formatException(record.exc_info) if record.exc_info else ""
+            )
         if record.stack_info:
             entry["stack"] = record.stack_info
         return json.dumps(entry, default=str)

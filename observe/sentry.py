@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import sentry_sdk
-from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 
 from mailworker.observe.redact import mask_addresses
@@ -68,6 +67,9 @@ def init_sentry(settings: Settings) -> bool:
         _secrets.update(known_secrets(settings))
         if _initialised or sentry_sdk.get_client().is_active():
             return _initialised
+        # Imported here: it loads Celery, which the delivery core never needs.
+        from sentry_sdk.integrations.celery import CeleryIntegration
+
         sentry_sdk.init(
             dsn=settings.sentry_dsn,
             send_default_pii=False,

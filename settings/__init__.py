@@ -7,7 +7,7 @@ so a producer that never sends never needs SMTP settings.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import functools
 
 from mailworker.settings.errors import SettingsError
 from mailworker.settings.limits import AccountLimits, Rate
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The settings of this process, read from ``os.environ`` once."""
     return load_settings()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mailworker.errors import MailworkerError
 
-class SettingsError(ValueError):
+
+class SettingsError(MailworkerError, ValueError):
     """A configuration value is missing or malformed.
 
     ``variable`` is the exact environment variable to fix, so start-up errors read as

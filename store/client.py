@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -34,6 +35,21 @@ def get_redis() -> redis.Redis:
 def reset_redis() -> None:
     """Drop the cached client (after :func:`settings.reload_settings`)."""
     get_redis.cache_clear()
+
+
+# mailworker's clients decode responses to str (decode_responses=True); redis-py's types
+# cannot say so, and its hash writes are typed with invariant keys. These say it once.
+Fields = Mapping[Any, Any]
+
+
+def text_map(reply: Any) -> dict[str, str]:
+    """A hash read through one of mailworker's clients."""
+    return cast(dict[str, str], reply)
+
+
+def texts(reply: Any) -> list[str | None]:
+    """A list of values (HMGET, ZRANGE) read through one of mailworker's clients."""
+    return cast(list[str | None], reply)
 
 
 @lru_cache(maxsize=64)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from mailworker.store import keys
-from mailworker.store.client import get_redis
+from mailworker.store.client import Fields, get_redis, text_map, texts
 
 INDEX = keys.DEAD
 _key = keys.dead_letter
@@ -44,13 +44,13 @@ def bury(
         "payload": json.dumps(payload),
     }
     pipe = (client or get_redis()).pipeline(transaction=True)
-    pipe.hset(_key(job_id), mapping=record)
+    pipe.hset(_key(job_id), mapping=cast(Fields, record))
     pipe.zadd(INDEX, {job_id: time.time()})
     pipe.execute()
 
 
 def show(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
-    record: dict[str, Any] = dict((client or get_redis()).hgetall(_key(job_id)))
+    record: dict[str, Any] = dict(text_map((client or get_redis()).hgetall(_key(job_id))))
     if not record:
         return None
     record["payload"] = json.loads(record["payload"])
@@ -59,8 +59,8 @@ def show(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | 
 
 def list_dead(limit: int = 100, *, client: redis.Redis | None = None) -> list[dict[str, Any]]:
     client = client or get_redis()
-    ids = client.zrevrange(INDEX, 0, limit - 1)
-    records = [show(job_id, client=client) for job_id in ids]
+    ids = texts(client.zrevrange(INDEX, 0, limit - 1))
+    records = [show(job_id, client=client) for job_id in ids if job_id is not None]
     return [r for r in records if r is not None]
 
 
@@ -76,7 +76,7 @@ def remove(job_id: str, *, client: redis.Redis | None = None) -> None:
 
 
 def all_ids(*, client: redis.Redis | None = None) -> list[str]:
-    return list((client or get_redis()).zrange(INDEX, 0, -1))
+    return [job_id for job_id in texts((client or get_redis()).zrange(INDEX, 0, -1)) if job_id]
 
 
 def purge(*, client: redis.Redis | None = None) -> int:

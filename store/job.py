@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mailworker.errors import MailworkerError
+
 JOB_VERSION = 1
 
 # (display name, address): the address is ASCII (IDN domains in punycode) unless the
@@ -95,7 +97,7 @@ class EmailJob:
             raise UndecodableJob(f"malformed payload: {exc!r}") from None
 
 
-class UndecodableJob(ValueError):
+class UndecodableJob(MailworkerError, ValueError):
     """A message in the queue is not a job this worker can read."""
 
 

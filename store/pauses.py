@@ -17,7 +17,7 @@ import time
 import redis
 
 from mailworker.store import keys
-from mailworker.store.client import get_redis, lua
+from mailworker.store.client import get_redis, lua, text_map
 
 _HELD_GRACE = 3600  # the held set outlives the pause by this much, then expires
 
@@ -65,7 +65,7 @@ def pause_account(
 
 
 def paused_until(account: str, *, client: redis.Redis | None = None) -> tuple[float, str] | None:
-    return read_pause((client or get_redis()).hgetall(pause_key(account)))
+    return read_pause(text_map((client or get_redis()).hgetall(pause_key(account))))
 
 
 def read_pause(record: dict[str, str]) -> tuple[float, str] | None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 
 from mailworker.store import keys
-from mailworker.store.client import get_redis
+from mailworker.store.client import Fields, get_redis, text_map
 
-State = Literal["queued", "sending", "sent", "retrying", "failed"]
+State = Literal["queued", "sending", "sent", "deferred", "failed"]
 STATUS_TTL = 7 * 24 * 3600
 
 
@@ -51,7 +51,7 @@ def stage_status(
     mapping: dict[str, str | int | float] = {"state": state, "updated_at": time.time(), **fields}
     if recipients is not None:
         mapping["recipients"] = json.dumps(dict(recipients))
-    pipe.hset(status_key(job_id), mapping=mapping)
+    pipe.hset(status_key(job_id), mapping=cast(Fields, mapping))
     pipe.expire(status_key(job_id), STATUS_TTL)
 
 
@@ -60,7 +60,7 @@ def status(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] 
     raw = (client or get_redis()).hgetall(status_key(job_id))
     if not raw:
         return None
-    record: dict[str, Any] = dict(raw)
+    record: dict[str, Any] = dict(text_map(raw))
     if "recipients" in record:
         record["recipients"] = json.loads(record["recipients"])
     if "attempt" in record:

@@ -15,7 +15,7 @@ import redis
 
 from mailworker.store import keys
 from mailworker.store.addresses import normalize_address
-from mailworker.store.client import get_redis
+from mailworker.store.client import get_redis, texts
 
 SUPPRESSED = keys.SUPPRESSED
 _BATCH = 1000
@@ -50,7 +50,7 @@ def suppression_list(*, client: redis.Redis | None = None) -> Iterator[tuple[str
 def reasons(addresses: Iterable[str], *, client: redis.Redis | None = None) -> list[str | None]:
     """Why each of ``addresses`` is suppressed, or ``None`` where it is not."""
     wanted = [normalize_address(a) for a in addresses]
-    return list((client or get_redis()).hmget(SUPPRESSED, wanted)) if wanted else []
+    return texts((client or get_redis()).hmget(SUPPRESSED, wanted)) if wanted else []
 
 
 def stage_reasons(pipe: redis.client.Pipeline, addresses: Iterable[str]) -> None:

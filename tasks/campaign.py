@@ -37,9 +37,10 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from mailworker.errors import MailworkerError
 from mailworker.settings import Settings, SettingsError, get_settings
 from mailworker.store import keys
-from mailworker.store.client import get_redis
+from mailworker.store.client import get_redis, text_map
 from mailworker.store.deferred import defer
 from mailworker.store.job import EmailJob
 from mailworker.tasks import bodies
@@ -67,7 +68,7 @@ return 1
 """
 
 
-class CampaignError(ValueError):
+class CampaignError(MailworkerError, ValueError):
     """The campaign cannot start (template, first rows, settings); nothing was queued."""
 
 
@@ -241,11 +242,11 @@ def campaign_status(campaign_id: str) -> dict[str, Any] | None:
 
 def campaign_errors(campaign_id: str, limit: int = 100) -> dict[int, str]:
     _, found = get_redis().hscan(keys.campaign(campaign_id, "errors"), count=limit)
-    return {int(k): v for k, v in list(found.items())[:limit]}
+    return {int(k): v for k, v in list(text_map(found).items())[:limit]}
 
 
 def load_template(campaign_id: str) -> tuple[CampaignTemplate, dict[str, str]]:
-    meta = get_redis().hgetall(keys.campaign(campaign_id, "meta"))
+    meta = text_map(get_redis().hgetall(keys.campaign(campaign_id, "meta")))
     if not meta:
         raise KeyError(campaign_id)
     return CampaignTemplate(**json.loads(meta["template"])), meta

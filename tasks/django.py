@@ -80,6 +80,8 @@ def _attachment(index: int, attachment: Any) -> dict[str, str]:
     else:  # (filename, content, mimetype), a tuple or Django's EmailAttachment
         filename, content, mimetype = attachment
         mimetype = mimetype or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    if not isinstance(content, bytes | str):  # a message/rfc822 part: not an attachment we send
+        raise InvalidAttachment(f"attachments[{index}]", "only file content can be attached")
     if isinstance(content, str):
         try:
             content = content.encode()

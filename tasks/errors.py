@@ -14,8 +14,10 @@ QueueUnavailable (ConnectionError) Redis did not answer within REDIS_TIMEOUT
 
 from __future__ import annotations
 
+from mailworker.errors import MailworkerError
 
-class InvalidEmail(ValueError):
+
+class InvalidEmail(MailworkerError, ValueError):
     """``send_email`` refused its arguments; nothing was queued."""
 
     def __init__(self, field: str, problem: str) -> None:
@@ -48,5 +50,5 @@ class UnknownAccount(InvalidEmail):
     pass
 
 
-class QueueUnavailable(ConnectionError):
+class QueueUnavailable(MailworkerError, ConnectionError):
     """The broker could not take the job; the caller should retry or report it."""

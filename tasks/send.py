@@ -36,7 +36,7 @@ class SendEmailTask(Task):
 
     typing = False  # arguments are checked by build_job, with better errors than Celery's
 
-    def apply_async(  # type: ignore[override]
+    def apply_async(
         self,
         args: tuple[Any, ...] | None = None,
         kwargs: dict[str, Any] | None = None,

@@ -19,6 +19,7 @@ import hmac
 
 import redis
 
+from mailworker.errors import MailworkerError
 from mailworker.settings import Settings, SettingsError, get_settings
 from mailworker.store.addresses import normalize_address
 from mailworker.store.suppression import suppress
@@ -26,7 +27,7 @@ from mailworker.store.suppression import suppress
 MAX_TOKEN_CHARS = 2048  # a campaign id and an address make a few hundred
 
 
-class InvalidToken(ValueError):
+class InvalidToken(MailworkerError, ValueError):
     """The token was not issued by us, was altered, or is malformed."""
 
 

@@ -51,7 +51,7 @@ def test_server_dropping_idle_connections_loses_nothing(
     ):
         for _ in range(3):
             [job_id] = send_many(1, "idle")
-            record = wait_for_status(job_id, "sent", "retrying", "failed")
+            record = wait_for_status(job_id, "sent", "deferred", "failed")
             assert record["state"] == "sent" and record["attempt"] == 1
             time.sleep(2)
         assert len(server.messages) == 3

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from celery import Task
 
@@ -28,7 +28,7 @@ from mailworker.delivery.runtime import get_runtime
 from mailworker.observe.sentry import report
 from mailworker.settings import Settings, get_settings
 from mailworker.store import keys, suppression
-from mailworker.store.client import get_redis, lua
+from mailworker.store.client import Fields, get_redis, lua
 from mailworker.store.dead import bury
 from mailworker.store.deferred import stage_defer
 from mailworker.store.ledger import lock_remaining, stage_hold, stage_let_go
@@ -265,7 +265,7 @@ class BatchRun:
             deferred=deferred - waiting,
         )
         if outcome.failed:
-            pipe.hset(keys.campaign(self.campaign, "errors"), mapping=outcome.failed)
+            pipe.hset(keys.campaign(self.campaign, "errors"), mapping=cast(Fields, outcome.failed))
         stage_let_go(pipe, batch["id"])
         pipe.execute()
         self._report(attempt)
@@ -298,7 +298,7 @@ class BatchRun:
         pipe = self.client.pipeline(transaction=True)
         if ages and self._too_old(due):
             failed = {index: "waited longer than RETRY_MAX_AGE" for index, *_ in recipients}
-            pipe.hset(keys.campaign(self.campaign, "errors"), mapping=failed)
+            pipe.hset(keys.campaign(self.campaign, "errors"), mapping=cast(Fields, failed))
             self._stage_count(pipe, failed=len(recipients), deferred=-waiting)
         else:
             attempt = self.batch.get("attempt", 1)
@@ -308,7 +308,9 @@ class BatchRun:
 
     def _too_old(self, due: float) -> bool:
         created = self.batch.get("created_at")
-        return bool(created) and due - float(created) > self.settings.retry.max_age
+        if not created:
+            return False
+        return due - float(created) > self.settings.retry.max_age
 
     def _stage_requeue(
         self,

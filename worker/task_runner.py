@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from celery import Task
@@ -43,28 +43,12 @@ from mailworker.store.ledger import (
 from mailworker.store.pauses import pause_account, read_pause, stage_held, stage_read_pause
 from mailworker.store.status import State, stage_status
 from mailworker.tasks.app import TRANSACTIONAL_QUEUE
+from mailworker.worker.attempt import Outcome, log_attempt
 from mailworker.worker.failing import note_transient, stage_recovered
-from mailworker.worker.metrics import SEND_SECONDS, stage_counts
+from mailworker.worker.metrics import stage_counts
 from mailworker.worker.undecodable import bury_undecodable
 
 log = logging.getLogger("mailworker.delivery")
-
-
-@dataclass
-class Outcome:
-    """Per-recipient bookkeeping for one attempt."""
-
-    sent: set[str] = field(default_factory=set)
-    bounced: dict[str, str] = field(default_factory=dict)  # suppressed, now or before
-    failed: dict[str, str] = field(default_factory=dict)  # this message only, not suppressed
-    retry: dict[str, Verdict] = field(default_factory=dict)
-
-    def recipients(self, pending: tuple[str, ...]) -> dict[str, str]:
-        states = {r: "pending" for r in pending}
-        states.update({r: "sent" for r in self.sent})
-        states.update({r: f"bounced {why}" for r, why in self.bounced.items()})
-        states.update({r: f"failed {why}" for r, why in self.failed.items()})
-        return states
 
 
 def run_job(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -163,18 +147,18 @@ class JobRun:
         except RateLimited as exc:  # a quota is used up: wait in Redis, not in this worker
             return self._defer(time.time() + exc.wait, str(exc), consume_attempt=False)
         except Backpressure as exc:  # every connection stayed busy: not the message's fault
-            self._log("busy", started, None)
+            log_attempt(self.job, "busy", started, None)
             return self._defer(time.time() + random.uniform(1, 3), str(exc), consume_attempt=False)
         except DeliveryError as exc:
             verdict = classify_error(exc)
-            self._log(verdict.decision.value, started, exc.code)
+            log_attempt(self.job, verdict.decision.value, started, exc.code)
             return self._whole_message_failed(verdict, str(exc), exc.reply)
         except (ValueError, TypeError, UnicodeError) as exc:
             log.exception("job %s could not be built into a message", job.id)
             return self._dead(
                 f"message could not be built: {type(exc).__name__}", None, "", "unbuildable"
             )
-        self._log("delivered" if not report.refused else "partial", started, 250)
+        log_attempt(self.job, "delivered" if not report.refused else "partial", started, 250)
         return self._settle(report)
 
     def _settle(self, report: DeliveryReport) -> dict[str, Any]:
@@ -400,21 +384,3 @@ class JobRun:
         if state == "sent":
             stage_recovered(pipe, job.account)
         pipe.execute()
-
-    def _log(self, outcome: str, started: float, code: int | None) -> None:
-        """One line per delivery attempt: ids, outcome, code, latency; never addresses."""
-        seconds = time.monotonic() - started
-        SEND_SECONDS.labels(self.job.account).observe(seconds)
-        fields = {
-            "job_id": self.job.id,
-            "account": self.job.account,
-            "outcome": outcome,
-            "smtp_code": code,
-            "attempt": self.job.attempt,
-            "latency_ms": round(seconds * 1000, 1),
-        }
-        log.info(
-            "attempt job=%s account=%s outcome=%s code=%s attempt=%d latency_ms=%.1f",
-            *fields.values(),
-            extra=fields,
-        )

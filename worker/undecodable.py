@@ -79,7 +79,7 @@ def _on_rejected(message: Any, exc: BaseException | None = None, **_: Any) -> No
 
 @task_unknown.connect
 def _on_unknown(message: Any, name: str, id: str, **_: Any) -> None:  # noqa: A002 - Celery's
-    _, queue = _message_parts(message)
+    queue = _message_parts(message)[1]
     bury_undecodable(id, f"unknown task {name!r}: this worker runs mailworker tasks only", queue)
 
 
