@@ -2,7 +2,8 @@
 
 The variable names are a public contract (see README, "Configuration"). Code asks
 :func:`get_settings` for the process-wide value; it is read on first use, not at import,
-so a producer that never sends never needs SMTP settings.
+so a producer that never sends never needs SMTP settings. The ground floor: imports no
+other part of mailworker (only the error root, :mod:`mailworker.errors`).
 """
 
 from __future__ import annotations

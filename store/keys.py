@@ -26,11 +26,11 @@ them together (kombu's transport cannot run on a Cluster, but the scripts stay p
     {account:<a>}:connection-alive   ZSET  delivery.slots          PTTL 2 leases
     {account:<a>}:failing-since      STR   worker.failing          TTL 1 d; deleted on a 250
     {account:<a>}:failing-alerted    STR   worker.failing          TTL 1 h or the threshold
-    {campaign:<id>}:meta             HASH  tasks.campaign          kept for `campaign status`
-    {campaign:<id>}:counts           HASH  campaign, runner        kept for `campaign status`
-    {campaign:<id>}:batches          BITS  tasks.campaign          kept for `campaign status`
-    {campaign:<id>}:sent             BITS  worker.campaign_runner  kept for `campaign status`
-    {campaign:<id>}:errors           HASH  worker.campaign_runner  kept for `campaign status`
+    {campaign:<id>}:meta             HASH  store.campaigns         kept for `campaign status`
+    {campaign:<id>}:counts           HASH  store.campaigns         kept for `campaign status`
+    {campaign:<id>}:batches          BITS  store.campaigns         kept for `campaign status`
+    {campaign:<id>}:sent             BITS  store.campaigns         kept for `campaign status`
+    {campaign:<id>}:errors           HASH  store.campaigns         kept for `campaign status`
 
 Dead letters, stats and campaign data have no TTL yet (dead-letter and campaign retention
 are issue 17's); each has the named owner above.

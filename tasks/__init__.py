@@ -1,8 +1,12 @@
-"""mailworker's producer API.
+"""mailworker's producer API and the Celery app: what an app imports to send mail.
 
-from mailworker.tasks import send_email
-result = send_email.delay(to="ann@example.com", subject="Hi", text="Hello")
-result.id  # the job id: `mailworker status <id>`
+Owns validation, publishing, campaigns, unsubscribe links, the Django backend and the task
+definitions (the worker provides their bodies, see :mod:`.bodies`). May import settings,
+store and observe; never the delivery core or the worker, so a producer loads no aiosmtplib.
+
+    from mailworker.tasks import send_email
+    result = send_email.delay(to="ann@example.com", subject="Hi", text="Hello")
+    result.id  # the job id: `mailworker status <id>`
 """
 
 from mailworker.store.status import status

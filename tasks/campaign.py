@@ -13,13 +13,8 @@ campaign before anything is queued; a bad row later is recorded against that row
 
 Re-running ``start_campaign`` with the same ``campaign_id`` and the same rows (a producer
 that died half-way) queues only the batches not queued yet; a batch queued twice sends
-nobody twice (the workers keep a per-recipient sent bitmap).
-
-    mailworker:{campaign:<id>}:meta     HASH template, account, state, total, ...
-    mailworker:{campaign:<id>}:counts   HASH queued, sent, failed, suppressed, invalid, ...
-    mailworker:{campaign:<id>}:batches  bitmap: batch k queued
-    mailworker:{campaign:<id>}:sent     bitmap: recipient n accepted by the server
-    mailworker:{campaign:<id>}:errors   HASH recipient n → why it was not sent
+nobody twice (the workers keep a per-recipient sent bitmap). The campaign's state in Redis
+is :mod:`mailworker.store.campaigns`'s.
 """
 
 from __future__ import annotations
@@ -39,8 +34,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from mailworker.errors import MailworkerError
 from mailworker.settings import Settings, SettingsError, get_settings
-from mailworker.store import keys
-from mailworker.store.client import get_redis, text_map
+from mailworker.store import campaigns as state
 from mailworker.store.deferred import defer
 from mailworker.store.job import EmailJob
 from mailworker.tasks import bodies
@@ -54,18 +48,6 @@ BATCH_VERSION = 1
 # The id goes into each Message-ID (<id>-<n>@domain, RFC 5322 dot-atom) and into Redis hash
 # tags ({campaign:<id>}): no line break, no "}", no dot (".." is no dot-atom), no ":".
 _CAMPAIGN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
-STATES = ("running", "paused", "cancelled")
-# Counters per campaign: recipients by where they are now.
-COUNTERS = ("queued", "sent", "failed", "suppressed", "invalid", "deferred", "cancelled")
-
-# Mark batch k queued and count it, once, however often the producer is re-run.
-_MARK_QUEUED = """
-if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 1 then return 0 end
-redis.call('HINCRBY', KEYS[2], 'queued', ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'invalid', ARGV[3]) end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
-return 1
-"""
 
 
 class CampaignError(MailworkerError, ValueError):
@@ -172,81 +154,51 @@ def start_campaign(
     rows = iter(recipients)
     first = list(itertools.islice(rows, check_rows))
     _check_first_rows(campaign_id, template, renderer, account, first, settings)
-    client = get_redis()
-    _store(client, campaign_id, template, account, chunk_size)
+    _store(campaign_id, template, account, chunk_size)
 
     total = 0
     for number, chunk in enumerate(_chunks(itertools.chain(first, rows), chunk_size)):
         start = number * chunk_size
         total = start + len(chunk)
-        if client.getbit(keys.campaign(campaign_id, "batches"), number):
+        if state.batch_queued(campaign_id, number):
             continue  # queued by an earlier run of this producer
         batch, invalid = _batch(campaign_id, number, start, chunk)
         if send_at is not None and send_at > time.time():
-            defer(batch["id"], batch, send_at, BULK_QUEUE, task=SEND_BATCH_TASK, client=client)
+            defer(batch["id"], batch, send_at, BULK_QUEUE, task=SEND_BATCH_TASK)
         else:
-            _wait_for_room(client, max_queued_batches)
+            _wait_for_room(max_queued_batches)
             publish(batch["id"], batch, BULK_QUEUE, task=SEND_BATCH_TASK)
-        errors = [x for index, why in invalid.items() for x in (index, why)]
-        client.eval(
-            _MARK_QUEUED,
-            3,
-            keys.campaign(campaign_id, "batches"),
-            keys.campaign(campaign_id, "counts"),
-            keys.campaign(campaign_id, "errors"),
-            number,
-            len(batch["recipients"]),
-            len(invalid),
-            *errors,
-        )
+        state.mark_batch_queued(campaign_id, number, len(batch["recipients"]), invalid)
         if on_batch is not None:
             on_batch(total)
-    client.hset(keys.campaign(campaign_id, "meta"), mapping={"total": total, "enqueued": 1})
+    state.set_total(campaign_id, total)
     return campaign_id
 
 
 def pause(campaign_id: str) -> None:
-    _set_state(campaign_id, "paused")
+    state.set_state(campaign_id, "paused")
 
 
 def resume(campaign_id: str) -> None:
-    _set_state(campaign_id, "running")
+    state.set_state(campaign_id, "running")
 
 
 def cancel(campaign_id: str) -> None:
-    _set_state(campaign_id, "cancelled")
+    state.set_state(campaign_id, "cancelled")
 
 
 def campaign_status(campaign_id: str) -> dict[str, Any] | None:
-    client = get_redis()
-    pipe = client.pipeline(transaction=False)
-    pipe.hgetall(keys.campaign(campaign_id, "meta"))
-    pipe.hgetall(keys.campaign(campaign_id, "counts"))
-    meta, counts = pipe.execute()
-    if not meta:
-        return None
-    counts = {name: int(counts.get(name, 0)) for name in COUNTERS}
-    total = int(meta["total"]) if "total" in meta else None
-    done = sum(counts[n] for n in ("sent", "failed", "suppressed", "invalid", "cancelled"))
-    return {
-        "id": campaign_id,
-        "state": meta.get("state", "running"),
-        "account": meta.get("account"),
-        "created_at": float(meta.get("created_at", 0)),
-        "enqueued": meta.get("enqueued") == "1",
-        "total": total,
-        "done": done,
-        **counts,
-    }
+    """State, totals and counters of a campaign, or ``None`` if there is no such campaign."""
+    return state.status(campaign_id)
 
 
 def campaign_errors(campaign_id: str, limit: int = 100) -> dict[int, str]:
-    _, found = get_redis().hscan(keys.campaign(campaign_id, "errors"), count=limit)
-    return {int(k): v for k, v in list(text_map(found).items())[:limit]}
+    """Why recipients were not sent, by row number (at most ``limit``)."""
+    return state.errors(campaign_id, limit)
 
 
 def load_template(campaign_id: str) -> tuple[CampaignTemplate, dict[str, str]]:
-    meta = text_map(get_redis().hgetall(keys.campaign(campaign_id, "meta")))
+    meta = state.meta(campaign_id)
     if not meta:
         raise KeyError(campaign_id)
     return CampaignTemplate(**json.loads(meta["template"])), meta
@@ -277,11 +229,8 @@ def _check_first_rows(
             raise CampaignError(f"row {number}: {exc}") from None
 
 
-def _store(
-    client: Any, campaign_id: str, template: CampaignTemplate, account: str, chunk_size: int
-) -> None:
-    key = keys.campaign(campaign_id, "meta")
-    existing = client.hgetall(key)
+def _store(campaign_id: str, template: CampaignTemplate, account: str, chunk_size: int) -> None:
+    existing = state.meta(campaign_id)
     if existing:
         if existing.get("digest") != template.digest():
             raise CampaignError(f"campaign {campaign_id} exists with a different template")
@@ -290,9 +239,9 @@ def _store(
         if int(existing.get("chunk_size", chunk_size)) != chunk_size:
             raise CampaignError(f"campaign {campaign_id} was started with another chunk_size")
         return
-    client.hset(
-        key,
-        mapping={
+    state.create(
+        campaign_id,
+        {
             "template": json.dumps(asdict(template)),
             "digest": template.digest(),
             "account": account,
@@ -335,18 +284,10 @@ def _text(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
-def _wait_for_room(client: Any, max_queued_batches: int) -> None:
+def _wait_for_room(max_queued_batches: int) -> None:
     """Pace the producer: keep at most ``max_queued_batches`` batches waiting in Redis."""
-    while client.llen(keys.queue_key(BULK_QUEUE)) >= max_queued_batches:
+    while state.waiting_batches(BULK_QUEUE) >= max_queued_batches:
         time.sleep(0.2)
-
-
-def _set_state(campaign_id: str, state: str) -> None:
-    key = keys.campaign(campaign_id, "meta")
-    client = get_redis()
-    if not client.exists(key):
-        raise KeyError(campaign_id)
-    client.hset(key, "state", state)
 
 
 # Producers only publish batches; the worker provides the body

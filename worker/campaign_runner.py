@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from celery import Task
 
@@ -27,8 +27,9 @@ from mailworker.delivery.retry import next_retry_at
 from mailworker.delivery.runtime import get_runtime
 from mailworker.observe.sentry import report
 from mailworker.settings import Settings, get_settings
-from mailworker.store import keys, suppression
-from mailworker.store.client import Fields, get_redis, lua
+from mailworker.store import campaigns as state
+from mailworker.store import suppression
+from mailworker.store.client import get_redis
 from mailworker.store.dead import bury
 from mailworker.store.deferred import stage_defer
 from mailworker.store.ledger import lock_remaining, stage_hold, stage_let_go
@@ -39,14 +40,6 @@ from mailworker.tasks.campaign import Renderer, load_template, render_job
 log = logging.getLogger("mailworker.campaign")
 
 Recipient = list[Any]  # [index, address, variables]
-
-
-_MARK_SENT = """
-if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 0 then
-  redis.call('HINCRBY', KEYS[2], 'sent', 1)
-end
-return 0
-"""
 
 
 @dataclass
@@ -130,8 +123,7 @@ class BatchRun:
         lock_seconds = self.settings.smtp_timeout * 4 + 60 + len(recipients)
         pipe = self.client.pipeline(transaction=False)
         stage_hold(pipe, batch["id"], lock_seconds)
-        for index, _, _ in recipients:
-            pipe.getbit(keys.campaign(self.campaign, "sent"), index)
+        state.stage_sent_lookup(pipe, self.campaign, [index for index, _, _ in recipients])
         suppression.stage_reasons(pipe, [address for _, address, _ in recipients])
         held, *bits, flags = pipe.execute()
         if not held:
@@ -170,12 +162,11 @@ class BatchRun:
             by_job[job.id] = recipient
         if not jobs:
             return
-        bits = [keys.campaign(self.campaign, "sent"), keys.campaign(self.campaign, "counts")]
         runtime = get_runtime()
 
         async def mark_sent(job_id: str, _: tuple[str, ...]) -> None:
             # The bit and the count move together, once, even if this batch runs again.
-            await lua(runtime.async_redis(), _MARK_SENT)(keys=bits, args=[by_job[job_id][0]])
+            await state.mark_sent(runtime.async_redis(), self.campaign, by_job[job_id][0])
 
         results = runtime.deliver_batch(jobs, mark_sent, self.settings)
         for job, result in zip(jobs, results, strict=True):
@@ -264,8 +255,7 @@ class BatchRun:
             failed=len(outcome.failed),
             deferred=deferred - waiting,
         )
-        if outcome.failed:
-            pipe.hset(keys.campaign(self.campaign, "errors"), mapping=cast(Fields, outcome.failed))
+        state.stage_errors(pipe, self.campaign, outcome.failed)
         stage_let_go(pipe, batch["id"])
         pipe.execute()
         self._report(attempt)
@@ -298,7 +288,7 @@ class BatchRun:
         pipe = self.client.pipeline(transaction=True)
         if ages and self._too_old(due):
             failed = {index: "waited longer than RETRY_MAX_AGE" for index, *_ in recipients}
-            pipe.hset(keys.campaign(self.campaign, "errors"), mapping=cast(Fields, failed))
+            state.stage_errors(pipe, self.campaign, failed)
             self._stage_count(pipe, failed=len(recipients), deferred=-waiting)
         else:
             attempt = self.batch.get("attempt", 1)
@@ -341,6 +331,4 @@ class BatchRun:
         pipe.execute()
 
     def _stage_count(self, pipe: Any, **counts: int) -> None:
-        for name, value in counts.items():
-            if value:
-                pipe.hincrby(keys.campaign(self.campaign, "counts"), name, value)
+        state.stage_counts(pipe, self.campaign, **counts)
