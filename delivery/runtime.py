@@ -27,6 +27,7 @@ from mailworker.delivery.ratelimit import RateLimiter, wait_for_permit
 from mailworker.delivery.slots import ConnectionSlots
 from mailworker.delivery.tls import account_tls_context
 from mailworker.settings import Settings, SmtpAccount, get_settings
+from mailworker.store.client import client_options
 from mailworker.store.connect import async_client
 from mailworker.store.job import EmailJob
 from mailworker.store.ledger import mark_sent_async
@@ -114,12 +115,8 @@ class Runtime:
         """This process's asyncio Redis client, for code running on the loop."""
         if self._redis is None:  # created on the loop that uses it, after any fork
             settings = get_settings()
-            self._redis = async_client(
-                settings.redis_url,
-                socket_timeout=settings.redis_timeout,
-                socket_connect_timeout=settings.redis_timeout,
-                decode_responses=True,
-            )
+            options = client_options(settings, asynchronous=True)
+            self._redis = async_client(settings.redis_url, **options)
         return self._redis
 
     def _new_pool(self, account: SmtpAccount, settings: Settings) -> ConnectionPool:

@@ -7,8 +7,11 @@ from functools import lru_cache
 from typing import Any, cast
 
 import redis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
-from mailworker.settings import get_settings
+from mailworker.settings import Settings, get_settings
 from mailworker.store.connect import sync_client
 
 # Lua: ``now`` in milliseconds from the Redis server's clock, the one clock every worker
@@ -19,16 +22,29 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 
+# A blip (a killed connection, a failover) costs a few retries within about RETRY_SECONDS,
+# not a job: every command and pipeline of mailworker's clients is retried on a new
+# connection, with jittered backoff. Only Redis staying away reaches the caller.
+RETRY_SECONDS = 5.0
+
+
+def client_options(settings: Settings, *, asynchronous: bool = False) -> dict[str, Any]:
+    """The options of every client mailworker makes for its own keys (sync and asyncio)."""
+    backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0)  # 8 tries: about 5 s at most
+    return {
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "decode_responses": True,
+        "retry": (AsyncRetry if asynchronous else Retry)(backoff, retries=8),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+
+
 @lru_cache(maxsize=1)
 def get_redis() -> redis.Redis:
     """A client for ``REDIS_URL`` with short timeouts; redis-py reconnects after a fork."""
-    settings = get_settings()
     return sync_client(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        decode_responses=True,
-        health_check_interval=30,
+        get_settings().redis_url, **client_options(get_settings()), health_check_interval=30
     )
 
 

@@ -55,6 +55,11 @@ def stage_status(
     pipe.expire(status_key(job_id), STATUS_TTL)
 
 
+def stage_previous_state(pipe: redis.client.Pipeline, job_id: str) -> None:
+    """Read the job's state in the caller's pipeline, before it is overwritten."""
+    pipe.hget(status_key(job_id), "state")
+
+
 def status(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
     """The job's record as a dict, or ``None`` if unknown or expired."""
     raw = (client or get_redis()).hgetall(status_key(job_id))

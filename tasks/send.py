@@ -23,7 +23,7 @@ from mailworker.settings import get_settings
 from mailworker.store.client import get_redis
 from mailworker.store.deferred import discard, stage_defer
 from mailworker.store.job import EmailJob
-from mailworker.store.ledger import claim_idempotency_key
+from mailworker.store.ledger import claim_idempotency_key, release_idempotency_key
 from mailworker.store.status import stage_status, status_key
 from mailworker.tasks import bodies
 from mailworker.tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
@@ -101,6 +101,7 @@ def enqueue(
         try:
             pipe.execute()
         except redis.RedisError as exc:
+            _forget(job)
             raise QueueUnavailable(f"could not schedule email job {job.id}: {exc}") from exc
         return AsyncResult(job.id, app=app)
     try:
@@ -114,7 +115,7 @@ def enqueue(
         pipe.execute()
         return publish(job.id, payload, queue, **options)
     except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:
-        _forget(job.id)
+        _forget(job)
         raise QueueUnavailable(
             f"could not queue email job {job.id}: Redis at REDIS_URL did not answer ({exc}); "
             "check that Redis is running and reachable, then retry"
@@ -137,9 +138,13 @@ def publish(
     )
 
 
-def _forget(job_id: str) -> None:
+def _forget(job: EmailJob) -> None:
+    """A job that was never queued leaves nothing: no status, no watchdog copy, and its
+    idempotency key free for the caller's retry."""
     try:
-        get_redis().delete(status_key(job_id))
-        discard(job_id)
+        get_redis().delete(status_key(job.id))
+        discard(job.id)
+        if job.idempotency_key is not None:
+            release_idempotency_key(job.idempotency_key, job.id)
     except Exception:  # noqa: BLE001 - Redis is already known to be failing
         pass

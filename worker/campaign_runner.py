@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
 
 from mailworker.delivery.classify import Verdict, classify_error
 from mailworker.delivery.deliver import DeliveryReport
@@ -60,7 +61,12 @@ def run_batch(task: Task, payload: Any) -> dict[str, Any]:
         kept = payload if isinstance(payload, dict) else None
         bury(str(task.request.id), kept, reason=reason, queue=queue)
         return {"state": "dead", "reason": reason}
-    return BatchRun(payload, queue, get_settings()).run()
+    try:
+        return BatchRun(payload, queue, get_settings()).run()
+    except Exception as exc:  # noqa: BLE001 - Redis gone past its retries, or a bug
+        # Never acked away: the batch goes back on the queue, and its sent bitmap keeps
+        # anyone from a second copy when it runs again.
+        raise Reject(f"batch {payload.get('id')}: {type(exc).__name__}", requeue=True) from exc
 
 
 class BatchRun:

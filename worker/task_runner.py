@@ -15,9 +15,10 @@ import logging
 import random
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from celery import Task
+from celery.exceptions import Reject
 
 from mailworker.delivery.classify import Verdict, account_advice, classify_error, enhanced_code
 from mailworker.delivery.deliver import DeliveryReport
@@ -41,7 +42,7 @@ from mailworker.store.ledger import (
     stage_let_go,
 )
 from mailworker.store.pauses import pause_account, read_pause, stage_held, stage_read_pause
-from mailworker.store.status import State, stage_status
+from mailworker.store.status import State, stage_previous_state, stage_status
 from mailworker.tasks.app import TRANSACTIONAL_QUEUE
 from mailworker.worker.attempt import Outcome, log_attempt
 from mailworker.worker.failing import note_transient, stage_recovered
@@ -66,7 +67,7 @@ def run_job(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         kept = payload if isinstance(payload, dict) else None
         bury_undecodable(str(task.request.id), str(exc), queue, kept)
         return {"state": "dead", "failure": "undecodable", "job_id": str(task.request.id)}
-    return JobRun(job, queue, get_settings()).run()
+    return JobRun(job, queue, get_settings()).run_safely()
 
 
 class JobRun:
@@ -77,6 +78,18 @@ class JobRun:
         self.outcome = Outcome(sent=set(job.done))
         self.client = get_redis()
         self.last_refusal: tuple[int, str] | None = None
+        self.previous_state: str | None = None
+
+    def run_safely(self) -> dict[str, Any]:
+        """:meth:`run`, and an error that escapes it never acks the job away."""
+        try:
+            return self.run()
+        except Exception as exc:  # noqa: BLE001 - Redis gone past its retries, or a bug
+            log.error("job %s: %s escaped the attempt", self.job.id, type(exc).__name__)
+            try:  # an attempt spent, so a bug ends in a dead letter, not a loop
+                return self._retry(f"unexpected {type(exc).__name__} in the worker", None)
+            except Exception:  # noqa: BLE001 - Redis is still away: back to the queue
+                raise Reject(f"job {self.job.id}: {type(exc).__name__}", requeue=True) from exc
 
     def run(self) -> dict[str, Any]:
         job = self.job
@@ -114,8 +127,9 @@ class JobRun:
         pipe.smembers(sent_key(job.id))
         suppression.stage_reasons(pipe, job.recipients)
         stage_read_pause(pipe, job.account)
+        stage_previous_state(pipe, job.id)
         stage_status(pipe, job.id, "sending", attempt=job.attempt)
-        held, sent, flags, pause, *_ = pipe.execute()
+        held, sent, flags, pause, self.previous_state, *_ = pipe.execute()
         self.outcome.sent.update(sent)
         blocked = {r for r, flag in zip(job.recipients, flags, strict=True) if flag is not None}
         if job.ignore_suppression:
@@ -128,6 +142,8 @@ class JobRun:
         pending = tuple(
             r for r in job.recipients if r not in self.outcome.sent and r not in blocked
         )
+        if not pending and self.previous_state in ("sent", "failed"):
+            return self._already_done()  # a second delivery of a job that has ended
         if not pending:
             return self._finish()  # redelivered after a crash, or everyone suppressed
         if pause is not None:
@@ -311,6 +327,15 @@ class JobRun:
             attempt=job.attempt,
         )
         return self._result("dead", failure=failure)
+
+    def _already_done(self) -> dict[str, Any]:
+        """Put the ended state back, count nothing twice, let the lock go."""
+        pipe = self.client.pipeline(transaction=True)
+        stage_status(pipe, self.job.id, cast(State, self.previous_state))
+        stage_discard(pipe, self.job.id)
+        stage_let_go(pipe, self.job.id)
+        pipe.execute()
+        return self._result(str(self.previous_state))
 
     def _finish(self) -> dict[str, Any]:
         if self.outcome.sent:
