@@ -212,9 +212,10 @@ def test_sigkill_three_times_while_2000_jobs_drain(
     for message_id, copies in ids.items():
         if copies > 1:
             assert copies == 2
-            # That millisecond stretches to a scheduling slice on a loaded 2-core machine.
+            # That millisecond stretches to a scheduling slice on a loaded 2-core machine, and
+            # a message written just before the kill reaches the server a moment after it.
             gaps = [round(kill - first_copy[message_id], 3) for kill in kills]
-            assert any(0 <= gap < 0.25 for gap in gaps), (message_id, gaps)
+            assert any(-0.05 <= gap < 0.25 for gap in gaps), (message_id, gaps)
     assert sum(copies - 1 for copies in ids.values()) <= len(kills)
 
 

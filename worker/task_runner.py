@@ -239,16 +239,8 @@ class JobRun:
         fix = account_advice(verdict, self.job.account, account.variable if account else "SMTP_URL")
         log.warning("account %s paused for %.0f s: %s", self.job.account, seconds, fix)
         if new:
-            report(
-                "paused",
-                f"account {self.job.account!r} paused for {seconds:.0f} s: {reason}. {fix}",
-                account=self.job.account,
-                job_id=self.job.id,
-                smtp_code=verdict.code,
-                enhanced_code=verdict.enhanced,
-                queue=self.queue,
-                attempt=self.job.attempt,
-            )
+            message = f"account {self.job.account!r} paused for {seconds:.0f} s: {reason}. {fix}"
+            self._report("paused", message, verdict.code, verdict.enhanced)
         return self._defer(until, reason, consume_attempt=False, held_by_pause=True)
 
     def _retry(
@@ -316,16 +308,7 @@ class JobRun:
             release_idempotency_key(job.idempotency_key, job.id)
         self._commit("failed", counts={"dead": 1, **self._refusals()}, error=reason)
         log.error("job %s dead-lettered (%s)", job.id, failure)
-        report(
-            failure,
-            f"email job dead-lettered ({failure}): {reason}",
-            account=job.account,
-            job_id=job.id,
-            smtp_code=code,
-            enhanced_code=enhanced_code(reply),
-            queue=self.queue,
-            attempt=job.attempt,
-        )
+        self._report(failure, f"email job dead-lettered ({failure}): {reason}", code, reply)
         return self._result("dead", failure=failure)
 
     def _already_done(self) -> dict[str, Any]:
@@ -349,17 +332,22 @@ class JobRun:
         self._commit("failed", counts=self._refusals(), error=error)
         if self.last_refusal is not None:  # bounced now, not merely suppressed from before
             code, reply = self.last_refusal
-            report(
-                "bounce",
-                f"every recipient bounced: {code} {reply}",
-                account=self.job.account,
-                job_id=self.job.id,
-                smtp_code=code,
-                enhanced_code=enhanced_code(reply),
-                queue=self.queue,
-                attempt=self.job.attempt,
-            )
+            self._report("bounce", f"every recipient bounced: {code} {reply}", code, reply)
         return self._result("failed")
+
+    def _report(self, failure: str, message: str, code: int | None, reply: str | None) -> None:
+        """One Sentry event, fingerprinted by account, failure and code (observe.sentry);
+        ``reply`` is the server's reply text, or only its enhanced code."""
+        report(
+            failure,
+            message,
+            account=self.job.account,
+            job_id=self.job.id,
+            smtp_code=code,
+            enhanced_code=enhanced_code(reply or ""),
+            queue=self.queue,
+            attempt=self.job.attempt,
+        )
 
     def _result(self, state: str, **fields: str | float) -> dict[str, Any]:
         """The task's return value, which Flower and result backends show: ids and outcomes,
