@@ -83,10 +83,32 @@ def dead_retry(job_ids: tuple[str, ...], retry_all: bool) -> None:
 
 
 @dead.command("purge")
-@click.confirmation_option(prompt="Delete every dead letter for good?")
-def dead_purge() -> None:
-    """Delete every dead letter."""
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="AGE",
+    help="Only those dead longer than AGE: seconds, or 90m, 12h, 7d.",
+)
+@click.confirmation_option(prompt="Delete these dead letters for good?")
+def dead_purge(older_than: str | None) -> None:
+    """Delete dead letters (they expire by themselves after DEAD_LETTER_RETENTION)."""
     from mailworker.store import dead as letters
 
     current_settings()
-    console.print(f"deleted {letters.purge()} dead letter(s)")
+    seconds = None if older_than is None else _duration(older_than)
+    console.print(f"deleted {letters.purge(older_than=seconds)} dead letter(s)")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """``3600``, ``90m``, ``12h`` or ``7d`` in seconds; a usage error otherwise."""
+    value, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        seconds = float(value) * _UNITS[unit]
+    except ValueError:
+        fail(f"--older-than {text!r}: give seconds or a number with s, m, h or d (e.g. 7d)")
+    if seconds < 0:
+        fail(f"--older-than {text!r}: give a positive age")
+    return seconds

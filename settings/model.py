@@ -49,6 +49,8 @@ class _Environment(BaseModel):
     THROTTLE_COOLDOWN_SECONDS: float = Field(default=60.0, gt=0)
     CONNECTION_LEASE_SECONDS: float = Field(default=15.0, ge=1)
     SENTRY_FAILING_AFTER_SECONDS: float = Field(default=900.0, gt=0)
+    DEAD_LETTER_RETENTION: float = Field(default=30 * 24 * 3600.0, gt=0)
+    CAMPAIGN_RETENTION: float = Field(default=30 * 24 * 3600.0, gt=0)
     LOG_FORMAT: Literal["text", "json"] = "text"
     LOG_ADDRESSES: bool = False
     METRICS_PORT: int | None = Field(default=None, ge=0, le=65535)
@@ -57,6 +59,14 @@ class _Environment(BaseModel):
     UNSUBSCRIBE_SECRET: SecretStr | None = None
     UNSUBSCRIBE_URL: str | None = None
     UNSUBSCRIBE_MAILTO: str | None = None
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long finished things are kept in Redis (seconds): nothing is kept forever."""
+
+    dead_letters: float = 30 * 24 * 3600.0  # after the job died
+    campaigns: float = 30 * 24 * 3600.0  # after the campaign's last activity
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ class Settings:
     limiter: LimiterPolicy = LimiterPolicy()
     observability: Observability = Observability()
     unsubscribe: Unsubscribe = Unsubscribe()
+    retention: Retention = Retention()
     dkim: Mapping[str, DkimKey] = field(default_factory=dict)  # by From domain
 
     @property
@@ -192,6 +203,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             metrics_port=scalars.METRICS_PORT,
             metrics_host=scalars.METRICS_HOST,
             celery_events=scalars.CELERY_EVENTS,
+        ),
+        retention=Retention(
+            dead_letters=scalars.DEAD_LETTER_RETENTION, campaigns=scalars.CAMPAIGN_RETENTION
         ),
         unsubscribe=Unsubscribe(
             secret=_unsubscribe_secret(scalars.UNSUBSCRIBE_SECRET),

@@ -8,11 +8,13 @@ mailworker:dead:<job id>  HASH  reason, code, reply, attempts, account, queue, t
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, cast
 
 import redis
 
+from mailworker.settings import get_settings
 from mailworker.store import keys
 from mailworker.store.client import Fields, get_redis, text_map, texts
 
@@ -30,7 +32,10 @@ def bury(
     reply: str = "",
     client: redis.Redis | None = None,
 ) -> None:
+    """Keep a dead job for DEAD_LETTER_RETENTION; older index entries are dropped here."""
     payload = payload or {}
+    retention = get_settings().retention.dead_letters
+    now = time.time()
     record = {
         "job_id": job_id,
         "reason": reason,
@@ -40,12 +45,14 @@ def bury(
         "account": str(payload.get("account", "")),
         "queue": queue,
         "created_at": str(payload.get("created_at", "")),
-        "dead_at": str(time.time()),
+        "dead_at": str(now),
         "payload": json.dumps(payload),
     }
     pipe = (client or get_redis()).pipeline(transaction=True)
     pipe.hset(_key(job_id), mapping=cast(Fields, record))
-    pipe.zadd(INDEX, {job_id: time.time()})
+    pipe.expire(_key(job_id), max(1, math.ceil(retention)))
+    pipe.zadd(INDEX, {job_id: now})
+    pipe.zremrangebyscore(INDEX, "-inf", now - retention)  # their records have expired
     pipe.execute()
 
 
@@ -79,8 +86,11 @@ def all_ids(*, client: redis.Redis | None = None) -> list[str]:
     return [job_id for job_id in texts((client or get_redis()).zrange(INDEX, 0, -1)) if job_id]
 
 
-def purge(*, client: redis.Redis | None = None) -> int:
-    ids = all_ids(client=client)
+def purge(*, older_than: float | None = None, client: redis.Redis | None = None) -> int:
+    """Delete every dead letter, or those dead for more than ``older_than`` seconds."""
+    client = client or get_redis()
+    newest = "+inf" if older_than is None else time.time() - older_than
+    ids = [i for i in texts(client.zrangebyscore(INDEX, "-inf", newest)) if i is not None]
     for job_id in ids:
         remove(job_id, client=client)
     return len(ids)

@@ -111,11 +111,14 @@ def claim_due(
     """Claim up to ``limit`` due jobs; :func:`release` them once published."""
     client = client or get_redis()
     raw = client.eval(_CLAIM, 3, DUE, JOBS, CLAIMS, now or time.time(), lease, limit)
-    claimed = []
+    claimed, orphans = [], []
     for job_id, blob in zip(raw[::2], raw[1::2], strict=True):
         if blob:
             entry = json.loads(blob)
             claimed.append(Claimed(job_id, entry["queue"], entry["job"], entry.get("task")))
+        else:
+            orphans.append(job_id)  # its payload is gone (discarded): nothing to publish
+    release(orphans, client=client)  # or it would cycle between due and claims for ever
     return claimed
 
 

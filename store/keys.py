@@ -15,8 +15,8 @@ them together (kombu's transport cannot run on a Cluster, but the scripts stay p
     {deferred}:claims                ZSET  store.deferred          released, or back when leased
     {deferred}:held:<account>        ZSET  store.pauses            TTL pause end + 1 h; `resume`
     paused:<account>                 HASH  store.pauses            TTL the pause's end
-    dead                             ZSET  store.dead              an operator: `dead purge|retry`
-    dead:<id>                        HASH  store.dead              an operator: `dead purge|retry`
+    dead                             ZSET  store.dead              trimmed to DEAD_LETTER_RETENTION
+    dead:<id>                        HASH  store.dead              TTL DEAD_LETTER_RETENTION
     stats:<account>                  HASH  store.stats             kept: the account's totals
     {account:<a>}:rate:<T>           HASH  delivery.ratelimit      PTTL one window
     {account:<a>}:rate:<domain>:<T>  HASH  delivery.ratelimit      PTTL one window
@@ -26,14 +26,15 @@ them together (kombu's transport cannot run on a Cluster, but the scripts stay p
     {account:<a>}:connection-alive   ZSET  delivery.slots          PTTL 2 leases
     {account:<a>}:failing-since      STR   worker.failing          TTL 1 d; deleted on a 250
     {account:<a>}:failing-alerted    STR   worker.failing          TTL 1 h or the threshold
-    {campaign:<id>}:meta             HASH  store.campaigns         kept for `campaign status`
-    {campaign:<id>}:counts           HASH  store.campaigns         kept for `campaign status`
-    {campaign:<id>}:batches          BITS  store.campaigns         kept for `campaign status`
-    {campaign:<id>}:sent             BITS  store.campaigns         kept for `campaign status`
-    {campaign:<id>}:errors           HASH  store.campaigns         kept for `campaign status`
+    {campaign:<id>}:meta             HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
+    {campaign:<id>}:counts           HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
+    {campaign:<id>}:batches          BITS  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
+    {campaign:<id>}:sent             BITS  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
+    {campaign:<id>}:errors           HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
 
-Dead letters, stats and campaign data have no TTL yet (dead-letter and campaign retention
-are issue 17's); each has the named owner above.
+Campaign keys get CAMPAIGN_RETENTION again on every write (all five together, so they
+end together after the last activity); `mailworker dead purge [--older-than AGE]` deletes
+dead letters early. The stats hashes are a few counters per account, kept as its totals.
 
 Celery's Redis transport (kombu) owns every key under ``mailworker:celery:`` (kombu's
 ``global_keyprefix``): the queue lists (``email``, ``bulk``, see :func:`queue_key`),
