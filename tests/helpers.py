@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +27,16 @@ def wait_for_status(job_id: str, *states: str, timeout: float = 30.0) -> dict[st
             return record
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} never reached {states}; last status: {record}")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> float:
+    """Poll ``predicate`` until it is true; the seconds that took. A deadline, not a sleep."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def messages_of(server: DevServer, job_id: str) -> list[ReceivedMessage]:

@@ -192,7 +192,9 @@ def test_sigkill_three_times_while_2000_jobs_drain(
     with extra_account("crashy", url):
         job_ids = send_many(2000, "crashy", queue="sigkill-test")
         for milestone in (400, 900, 1400):
-            with worker_process("sigkill-test", env) as worker:
+            # One thread, so one session can be in the RFC 1047 window when the kill lands:
+            # with N threads, N sessions can each have had a 250 and no ledger write yet.
+            with worker_process("sigkill-test", env, concurrency=1) as worker:
                 server.log.wait_for_messages(milestone, timeout=120)
                 # Kill at a moment unrelated to any acceptance, as real crashes are.
                 time.sleep(random.uniform(0.05, 0.3))

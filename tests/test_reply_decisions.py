@@ -26,7 +26,14 @@ from mailworker.store.pauses import paused_until
 from mailworker.store.suppression import suppressed
 from mailworker.tasks import send_email, status
 from tests.conftest import USER
-from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
+from tests.helpers import (
+    extra_account,
+    messages_of,
+    send_many,
+    wait_all_sent,
+    wait_for_status,
+    wait_until,
+)
 from tests.raw_smtp import RawSmtpServer
 from tests.test_cli import mailworker
 
@@ -47,16 +54,6 @@ def _use(settings_env: dict[str, str], **values: str) -> None:
     settings_env.update(values)
     os.environ.update(values)
     reload_settings()
-
-
-def _wait_until(predicate: object, timeout: float, what: str) -> float:
-    """Poll ``predicate`` until true; the seconds it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():  # type: ignore[operator]
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 @pytest.mark.usefixtures("celery_worker")
@@ -80,7 +77,7 @@ def test_a_sender_refused_at_rcpt_pauses_the_account_and_suppresses_nobody(
         run = mailworker("resume", "notowned", env={})
         assert run.returncode == 0, run.stderr
         assert "resumed" in run.stdout and "2 held job(s)" in run.stdout
-        took = _wait_until(
+        took = wait_until(
             lambda: all((status(j) or {}).get("state") == "sent" for j in (first.id, later.id)),
             10,
             "held jobs sent after resume",
@@ -247,7 +244,7 @@ def test_task_events_carry_ids_and_outcomes_never_an_address_or_a_reply(
         job = send_email.delay(to=people, subject="s", text="t", account="flowerish")
         wait_for_status(job.id, "deferred")
         try:
-            _wait_until(lambda: any(job.id in str(e.get("result")) for e in seen), 10, "event")
+            wait_until(lambda: any(job.id in str(e.get("result")) for e in seen), 10, "event")
         finally:
             receivers[0].should_stop = True  # type: ignore[attr-defined]
             listener.join(10)

@@ -22,7 +22,7 @@ from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import reload_settings
 from mailworker.store import dead, keys
 from mailworker.store.deferred import CLAIMS, DUE, claim_due
-from tests.helpers import send_elsewhere, worker_process
+from tests.helpers import send_elsewhere, wait_until, worker_process
 from tests.test_cli import mailworker
 
 DAY = 24 * 3600
@@ -50,15 +50,6 @@ def _refusing(command: str, argument: object, _: RecordingSMTP) -> Reply | None:
     if command == "RCPT" and "spam@" in str(argument):
         return Reply("550 5.7.1 Message refused as spam")
     return None
-
-
-def _wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def test_every_key_has_a_ttl_or_a_named_owner(
@@ -89,7 +80,7 @@ def test_every_key_has_a_ttl_or_a_named_owner(
             timeout=60,
         )
         assert campaign.returncode == 0, campaign.stderr
-        _wait_for(lambda: len(server.messages) >= 4 and client.zcard(keys.DEAD) >= 1, 60, "work")
+        wait_until(lambda: len(server.messages) >= 4 and client.zcard(keys.DEAD) >= 1, 60, "work")
         time.sleep(1)  # the last commits land
     found = {key: client.ttl(key) for key in client.scan_iter("mailworker:*")}
     mine = {k: ttl for k, ttl in found.items() if not k.startswith(keys.CELERY_PREFIX)}
