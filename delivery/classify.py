@@ -48,12 +48,6 @@ class Decision(Enum):
     TRANSIENT = "transient"
 
 
-# Decisions after which the same message may succeed later.
-RETRYABLE = frozenset(
-    {Decision.MAILBOX_FULL, Decision.THROTTLE, Decision.TOO_MANY_RECIPIENTS, Decision.TRANSIENT}
-)
-
-
 @dataclass(frozen=True)
 class Verdict:
     decision: Decision
@@ -65,10 +59,6 @@ class Verdict:
     @property
     def throttled(self) -> bool:
         return self.decision is Decision.THROTTLE
-
-    @property
-    def retryable(self) -> bool:
-        return self.decision in RETRYABLE
 
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")

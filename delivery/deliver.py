@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 
 from mailworker.delivery.classify import (
     Decision,
@@ -41,7 +41,7 @@ class Refusal:
     code: int
     message: str
 
-    @property
+    @cached_property  # read by the delivery (too many?) and again by the task's plan
     def verdict(self) -> Verdict:
         return classify_reply(self.code, self.message, stage=Stage.RCPT)
 
@@ -129,9 +129,12 @@ class _Progress:
     refused: dict[str, Refusal] = field(default_factory=dict)
     reply: str = ""
 
-    def record(self, tried: tuple[str, ...], refused: dict[str, Refusal], reply: str) -> None:
-        """One transaction's result; recipients refused as "too many" stay to be tried."""
-        accepted = [r for r in tried if r not in refused]
+    def record(
+        self, tried: tuple[str, ...], refused: dict[str, Refusal], reply: str
+    ) -> tuple[str, ...]:
+        """One transaction's result, its accepted recipients returned; recipients refused as
+        "too many" stay to be tried."""
+        accepted = tuple(r for r in tried if r not in refused)
         self.accepted += accepted
         self.reply = reply or self.reply
         later = tuple(r for r, refusal in refused.items() if refusal.too_many_recipients)
@@ -141,6 +144,7 @@ class _Progress:
         self.refused.update(
             {r: refusal for r, refusal in refused.items() if r not in self.remaining}
         )
+        return accepted
 
 
 async def _send_once(
@@ -171,9 +175,7 @@ async def _send_once(
                     raise _StaleSession from exc
                 raise error from exc
             first = False
-            before = len(progress.accepted)
-            progress.record(tried, refused, reply)
-            accepted = tuple(progress.accepted[before:])
+            accepted = progress.record(tried, refused, reply)
             if on_accepted is not None and accepted:
                 await on_accepted(job.id, accepted)
 

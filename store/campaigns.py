@@ -51,16 +51,13 @@ return 1
 """
 )
 # The sent bit and the sent count move together, once, even if a batch runs again.
-_MARK_SENT = (
-    _KEEP
-    + """
+# (No TTL renewal here, on the per-message path: the batch's commit renews them all.)
+_MARK_SENT = """
 if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 0 then
   redis.call('HINCRBY', KEYS[2], 'sent', 1)
 end
-keep(3, ARGV[2])
 return 0
 """
-)
 
 
 def _client(client: redis.Redis | None) -> redis.Redis:
@@ -172,10 +169,11 @@ def stage_sent_lookup(pipe: redis.client.Pipeline, campaign_id: str, indexes: li
 async def mark_sent(client: redis.asyncio.Redis, campaign_id: str, index: int) -> None:
     """Recipient ``index`` got a 250: its bit and the sent count, once (on the worker's loop)."""
     bits = [keys.campaign(campaign_id, "sent"), keys.campaign(campaign_id, "counts")]
-    await lua(client, _MARK_SENT)(keys=bits + _all_keys(campaign_id), args=[index, _retention()])
+    await lua(client, _MARK_SENT)(keys=bits, args=[index])
 
 
 def stage_counts(pipe: redis.client.Pipeline, campaign_id: str, **counts: int) -> None:
+    """Add to the counters and renew every key's TTL: each batch commit ends with this."""
     for name, value in counts.items():
         if value:
             pipe.hincrby(keys.campaign(campaign_id, "counts"), name, value)
@@ -183,10 +181,9 @@ def stage_counts(pipe: redis.client.Pipeline, campaign_id: str, **counts: int) -
 
 
 def stage_errors(pipe: redis.client.Pipeline, campaign_id: str, failed: Mapping[int, str]) -> None:
-    """Why each of these recipients was not sent."""
+    """Why each of these recipients was not sent (the commit's stage_counts renews TTLs)."""
     if failed:
         pipe.hset(keys.campaign(campaign_id, "errors"), mapping=cast(Fields, failed))
-        _stage_keep(pipe, campaign_id)
 
 
 def waiting_batches(queue: str, *, client: redis.Redis | None = None) -> int:

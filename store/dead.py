@@ -18,9 +18,6 @@ from mailworker.settings import get_settings
 from mailworker.store import keys
 from mailworker.store.client import Fields, get_redis, text_map, texts
 
-INDEX = keys.DEAD
-_key = keys.dead_letter
-
 
 def bury(
     job_id: str,
@@ -49,15 +46,17 @@ def bury(
         "payload": json.dumps(payload),
     }
     pipe = (client or get_redis()).pipeline(transaction=True)
-    pipe.hset(_key(job_id), mapping=cast(Fields, record))
-    pipe.expire(_key(job_id), max(1, math.ceil(retention)))
-    pipe.zadd(INDEX, {job_id: now})
-    pipe.zremrangebyscore(INDEX, "-inf", now - retention)  # their records have expired
+    pipe.hset(keys.dead_letter(job_id), mapping=cast(Fields, record))
+    pipe.expire(keys.dead_letter(job_id), max(1, math.ceil(retention)))
+    pipe.zadd(keys.DEAD, {job_id: now})
+    pipe.zremrangebyscore(keys.DEAD, "-inf", now - retention)  # their records have expired
     pipe.execute()
 
 
 def show(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
-    record: dict[str, Any] = dict(text_map((client or get_redis()).hgetall(_key(job_id))))
+    record: dict[str, Any] = dict(
+        text_map((client or get_redis()).hgetall(keys.dead_letter(job_id)))
+    )
     if not record:
         return None
     record["payload"] = json.loads(record["payload"])
@@ -66,31 +65,31 @@ def show(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | 
 
 def list_dead(limit: int = 100, *, client: redis.Redis | None = None) -> list[dict[str, Any]]:
     client = client or get_redis()
-    ids = texts(client.zrevrange(INDEX, 0, limit - 1))
+    ids = texts(client.zrevrange(keys.DEAD, 0, limit - 1))
     records = [show(job_id, client=client) for job_id in ids if job_id is not None]
     return [r for r in records if r is not None]
 
 
 def count(*, client: redis.Redis | None = None) -> int:
-    return int((client or get_redis()).zcard(INDEX))
+    return int((client or get_redis()).zcard(keys.DEAD))
 
 
 def remove(job_id: str, *, client: redis.Redis | None = None) -> None:
     pipe = (client or get_redis()).pipeline(transaction=True)
-    pipe.delete(_key(job_id))
-    pipe.zrem(INDEX, job_id)
+    pipe.delete(keys.dead_letter(job_id))
+    pipe.zrem(keys.DEAD, job_id)
     pipe.execute()
 
 
 def all_ids(*, client: redis.Redis | None = None) -> list[str]:
-    return [job_id for job_id in texts((client or get_redis()).zrange(INDEX, 0, -1)) if job_id]
+    return [job_id for job_id in texts((client or get_redis()).zrange(keys.DEAD, 0, -1)) if job_id]
 
 
 def purge(*, older_than: float | None = None, client: redis.Redis | None = None) -> int:
     """Delete every dead letter, or those dead for more than ``older_than`` seconds."""
     client = client or get_redis()
     newest = "+inf" if older_than is None else time.time() - older_than
-    ids = [i for i in texts(client.zrangebyscore(INDEX, "-inf", newest)) if i is not None]
+    ids = [i for i in texts(client.zrangebyscore(keys.DEAD, "-inf", newest)) if i is not None]
     for job_id in ids:
         remove(job_id, client=client)
     return len(ids)

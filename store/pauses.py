@@ -32,19 +32,15 @@ return released
 """
 
 
-pause_key = keys.paused
-held_key = keys.held  # in the deferred set's hash slot, for _RELEASE_HELD
-
-
 def stage_read_pause(pipe: redis.client.Pipeline, account: str) -> None:
     """Read ``account``'s pause in the caller's pipeline (:func:`read_pause` decodes it)."""
-    pipe.hgetall(pause_key(account))
+    pipe.hgetall(keys.paused(account))
 
 
 def stage_held(pipe: redis.client.Pipeline, account: str, job_id: str, until: float) -> None:
     """Note, in the caller's transaction, that ``job_id`` waits for ``account``'s pause."""
-    pipe.zadd(held_key(account), {job_id: until})
-    pipe.expire(held_key(account), max(1, math.ceil(until - time.time())) + _HELD_GRACE)
+    pipe.zadd(keys.held(account), {job_id: until})
+    pipe.expire(keys.held(account), max(1, math.ceil(until - time.time())) + _HELD_GRACE)
 
 
 def pause_account(
@@ -57,15 +53,15 @@ def pause_account(
     """
     until = time.time() + seconds
     pipe = (client or get_redis()).pipeline(transaction=True)
-    pipe.exists(pause_key(account))
-    pipe.hset(pause_key(account), mapping={"until": until, "reason": reason})
-    pipe.expire(pause_key(account), max(1, math.ceil(seconds)))
+    pipe.exists(keys.paused(account))
+    pipe.hset(keys.paused(account), mapping={"until": until, "reason": reason})
+    pipe.expire(keys.paused(account), max(1, math.ceil(seconds)))
     existed, *_ = pipe.execute()
     return until, not existed
 
 
 def paused_until(account: str, *, client: redis.Redis | None = None) -> tuple[float, str] | None:
-    return read_pause(text_map((client or get_redis()).hgetall(pause_key(account))))
+    return read_pause(text_map((client or get_redis()).hgetall(keys.paused(account))))
 
 
 def read_pause(record: dict[str, str]) -> tuple[float, str] | None:
@@ -78,8 +74,8 @@ def read_pause(record: dict[str, str]) -> tuple[float, str] | None:
 def resume_account(account: str, *, client: redis.Redis | None = None) -> tuple[bool, int]:
     """Lift ``account``'s pause and make its held jobs due now: ``(was paused, jobs released)``."""
     client = client or get_redis()
-    lifted = bool(client.delete(pause_key(account)))
+    lifted = bool(client.delete(keys.paused(account)))
     released = lua(client, _RELEASE_HELD)(
-        keys=[held_key(account), keys.DEFERRED_DUE], args=[time.time()]
+        keys=[keys.held(account), keys.DEFERRED_DUE], args=[time.time()]
     )
     return lifted, int(released)

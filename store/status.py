@@ -21,8 +21,9 @@ State = Literal["queued", "sending", "sent", "deferred", "failed"]
 STATUS_TTL = 7 * 24 * 3600
 
 
-def status_key(job_id: str) -> str:
-    return keys.job_status(job_id)
+def forget(job_id: str, *, client: redis.Redis | None = None) -> None:
+    """Drop the record of a job that was never queued (its enqueue failed)."""
+    (client or get_redis()).delete(keys.job_status(job_id))
 
 
 def record_status(
@@ -51,18 +52,18 @@ def stage_status(
     mapping: dict[str, str | int | float] = {"state": state, "updated_at": time.time(), **fields}
     if recipients is not None:
         mapping["recipients"] = json.dumps(dict(recipients))
-    pipe.hset(status_key(job_id), mapping=cast(Fields, mapping))
-    pipe.expire(status_key(job_id), STATUS_TTL)
+    pipe.hset(keys.job_status(job_id), mapping=cast(Fields, mapping))
+    pipe.expire(keys.job_status(job_id), STATUS_TTL)
 
 
 def stage_previous_state(pipe: redis.client.Pipeline, job_id: str) -> None:
     """Read the job's state in the caller's pipeline, before it is overwritten."""
-    pipe.hget(status_key(job_id), "state")
+    pipe.hget(keys.job_status(job_id), "state")
 
 
 def status(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
     """The job's record as a dict, or ``None`` if unknown or expired."""
-    raw = (client or get_redis()).hgetall(status_key(job_id))
+    raw = (client or get_redis()).hgetall(keys.job_status(job_id))
     if not raw:
         return None
     record: dict[str, Any] = dict(text_map(raw))

@@ -24,7 +24,7 @@ from mailworker.store.client import get_redis
 from mailworker.store.deferred import discard, stage_defer
 from mailworker.store.job import EmailJob
 from mailworker.store.ledger import claim_idempotency_key, release_idempotency_key
-from mailworker.store.status import stage_status, status_key
+from mailworker.store.status import forget, stage_status
 from mailworker.tasks import bodies
 from mailworker.tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
 from mailworker.tasks.errors import InvalidEmail, QueueUnavailable
@@ -142,7 +142,7 @@ def _forget(job: EmailJob) -> None:
     """A job that was never queued leaves nothing: no status, no watchdog copy, and its
     idempotency key free for the caller's retry."""
     try:
-        get_redis().delete(status_key(job.id))
+        forget(job.id)
         discard(job.id)
         if job.idempotency_key is not None:
             release_idempotency_key(job.idempotency_key, job.id)

@@ -21,7 +21,7 @@ import pytest
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply, free_port
 from mailworker.tasks import send_email, status
 from tests.conftest import PASSWORD, USER
-from tests.helpers import extra_account, wait_for_status, worker_process
+from tests.helpers import extra_account, wait_for_status, wait_until, worker_process
 from tests.sentry_sink import SentrySink
 
 QUEUE = "observed"
@@ -162,14 +162,17 @@ def test_metrics_and_logs_report_what_was_sent(observed: Observed) -> None:
     assert re.search(r'mailworker_pool_sessions\{account="counted",state="open"\} [1-9]', metrics)
     assert 'outcome="bounced"} 1.0' in metrics  # the 550 of the first test
 
-    time.sleep(0.5)  # let the worker flush its log
+    def attempts() -> list[dict[str, Any]]:
+        # Celery's start-up banner and Python warnings are plain text; every record is JSON.
+        text = observed.log_file.read_text()
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("job_id") in job_ids]
+
+    wait_until(lambda: len(attempts()) >= 3, 10, "one log line per attempt")
     text = observed.log_file.read_text()
-    # Celery's start-up banner and Python warnings are plain text; every log record is JSON.
-    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    attempts = [line for line in lines if line.get("job_id") in job_ids]
-    assert len(attempts) == 3
-    assert {a["outcome"] for a in attempts} == {"delivered"}
-    assert all(a["account"] == "counted" and a["smtp_code"] == 250 for a in attempts)
+    assert len(attempts()) == 3
+    assert {a["outcome"] for a in attempts()} == {"delivered"}
+    assert all(a["account"] == "counted" and a["smtp_code"] == 250 for a in attempts())
     for secret in ("reader0@example.com", "nobody-ferdinand", SUBJECT, PASSWORD, BAD_PASSWORD):
         assert secret not in text, secret
 
@@ -221,14 +224,17 @@ def test_json_logs_mask_addresses_in_every_field(observed: Observed) -> None:
     job = build_job(get_settings(), {**kwargs, "account": "counted"})
     app.send_task(SEND_EMAIL_TASK, kwargs={"job": job.to_payload()}, task_id=job.id, queue=QUEUE)
     wait_for_status(job.id, "sent", timeout=30)
-    time.sleep(0.5)  # let the worker flush its log
+
+    def received() -> list[dict[str, Any]]:
+        return [
+            json.loads(line)
+            for line in observed.log_file.read_text().splitlines()
+            if line.startswith("{") and job.id in line and "received" in line
+        ]
+
+    wait_until(received, 10, "the job's 'received' log line")
     text = observed.log_file.read_text()
-    received = [
-        json.loads(line)
-        for line in text.splitlines()
-        if line.startswith("{") and job.id in line and "received" in line
-    ]
-    assert received and "[email]" in json.dumps(received[0]["data"])
+    assert "[email]" in json.dumps(received()[0]["data"])
     assert "Json-Field-Heron" not in text
 
 

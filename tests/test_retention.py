@@ -20,8 +20,9 @@ import redis as redis_lib
 from mailworker.dev.devredis import PrivateRedis, start_private_redis
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import reload_settings
-from mailworker.store import dead, keys
+from mailworker.store import campaigns, dead, keys
 from mailworker.store.deferred import CLAIMS, DUE, claim_due
+from mailworker.tasks import status
 from tests.helpers import send_elsewhere, wait_until, worker_process
 from tests.test_cli import mailworker
 
@@ -52,6 +53,12 @@ def _refusing(command: str, argument: object, _: RecordingSMTP) -> Reply | None:
     return None
 
 
+def _all_ended(client: redis_lib.Redis, job_ids: list[str]) -> bool:
+    states = {(status(j, client=client) or {}).get("state") for j in job_ids}
+    campaign = campaigns.status("keep", client=client) or {}
+    return states <= {"sent", "failed"} and campaign.get("done") == 3
+
+
 def test_every_key_has_a_ttl_or_a_named_owner(
     server: DevServer, private_redis: PrivateRedis, environment: dict[str, str]
 ) -> None:
@@ -71,7 +78,7 @@ def test_every_key_has_a_ttl_or_a_named_owner(
     ]
     client = redis_lib.Redis.from_url(private_redis.url, decode_responses=True)
     with worker_process("email", env), worker_process("bulk", env, name="bulk"):
-        send_elsewhere(env, "email", jobs)
+        job_ids = send_elsewhere(env, "email", jobs)
         campaign = subprocess.run(
             [sys.executable, "-c", _CAMPAIGN, "keep"],
             env={**os.environ, **env},
@@ -81,7 +88,7 @@ def test_every_key_has_a_ttl_or_a_named_owner(
         )
         assert campaign.returncode == 0, campaign.stderr
         wait_until(lambda: len(server.messages) >= 4 and client.zcard(keys.DEAD) >= 1, 60, "work")
-        time.sleep(1)  # the last commits land
+        wait_until(lambda: _all_ended(client, job_ids), 30, "every job and the campaign ended")
     found = {key: client.ttl(key) for key in client.scan_iter("mailworker:*")}
     mine = {k: ttl for k, ttl in found.items() if not k.startswith(keys.CELERY_PREFIX)}
     forever = {k for k, ttl in mine.items() if ttl == -1 and k not in OWNED}

@@ -37,9 +37,9 @@ from mailworker.store.job import EmailJob, UndecodableJob
 from mailworker.store.ledger import (
     lock_remaining,
     release_idempotency_key,
-    sent_key,
     stage_hold,
     stage_let_go,
+    stage_sent_lookup,
 )
 from mailworker.store.pauses import pause_account, read_pause, stage_held, stage_read_pause
 from mailworker.store.status import State, stage_previous_state, stage_status
@@ -124,7 +124,7 @@ class JobRun:
             lock_seconds += account.pool.acquire_timeout
         pipe = self.client.pipeline(transaction=False)
         stage_hold(pipe, job.id, lock_seconds)
-        pipe.smembers(sent_key(job.id))
+        stage_sent_lookup(pipe, job.id)
         suppression.stage_reasons(pipe, job.recipients)
         stage_read_pause(pipe, job.account)
         stage_previous_state(pipe, job.id)
