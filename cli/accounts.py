@@ -189,7 +189,7 @@ def stats(queues: tuple[str, ...], as_json: bool) -> None:
     console.print(table)
     queued = ", ".join(f"{queue} {count}" for queue, count in waiting.items())
     console.print(
-        f"queued: {queued}; deferred (retries, pauses, quotas and watchdog copies): "
+        f"queued: {queued}; waiting in Redis (scheduled, retries, pauses, quotas): "
         f"{report['deferred']}; dead letters: {report['dead']}",
         highlight=False,
     )

@@ -20,6 +20,7 @@ from mailworker.delivery.classify import (
     classify_reply,
     is_stale_session,
 )
+from mailworker.delivery.crashpoint import crash_point
 from mailworker.delivery.errors import (
     SMTP_ERRORS,
     PermanentFailure,
@@ -176,8 +177,11 @@ async def _send_once(
                 raise error from exc
             first = False
             accepted = progress.record(tried, refused, reply)
+            if accepted:
+                crash_point("accepted")
             if on_accepted is not None and accepted:
                 await on_accepted(job.id, accepted)
+                crash_point("recorded")
 
 
 async def _transaction(

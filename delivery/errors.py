@@ -10,7 +10,7 @@ DeliveryError                    ``.account``, ``.code``, ``.reply``; never a pa
     └── CertificateRejected      the server's certificate did not verify
 
 RateLimited (not a DeliveryError: nothing was tried) says a cluster-wide limit leaves no room
-for longer than a worker should sleep; the job waits in the deferred set until ``wait`` ends.
+for longer than a worker should sleep; the job waits in Redis (``deferred``) until ``wait`` ends.
 """
 
 from __future__ import annotations
@@ -69,6 +69,15 @@ class TlsUnavailable(AccountProblem):
 
 class CertificateRejected(AccountProblem):
     pass
+
+
+class Stopped(MailworkerError):
+    """A batch's owner said stop before this message's transaction (a campaign paused or
+    cancelled): nothing was sent, and the message waits or ends with its campaign."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 class RateLimited(MailworkerError):

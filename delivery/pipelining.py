@@ -29,6 +29,8 @@ from aiosmtplib.protocol import (
 )
 from aiosmtplib.response import SMTPResponse
 
+from mailworker.delivery.crashpoint import crash_point
+
 _START_INPUT = 354
 _COMPLETED = 250
 _WILL_FORWARD = 251
@@ -178,6 +180,7 @@ async def _pipelined(
     mail_reply, rcpt_replies = replies[0], replies[1 : 1 + len(recipients)]
     if mail_reply.code != _COMPLETED:
         raise aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
+    crash_point("mail-from")
     if len(replies) < len(commands):
         raise _cut_short(recipients, rcpt_replies)
     refused = {

@@ -12,7 +12,7 @@ import math
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import lru_cache, partial
 from typing import Any
 
@@ -20,7 +20,8 @@ import redis.asyncio
 
 from mailworker.delivery.bridge import LoopThread
 from mailworker.delivery.connection import open_connection
-from mailworker.delivery.deliver import DeliveryReport, OnAccepted, deliver
+from mailworker.delivery.deliver import DeliveryReport, OnAccepted, Pace, deliver
+from mailworker.delivery.errors import Stopped
 from mailworker.delivery.oauth import token_getter_for
 from mailworker.delivery.pool import ConnectionPool, PoolStats
 from mailworker.delivery.ratelimit import RateLimiter, wait_for_permit
@@ -31,6 +32,9 @@ from mailworker.store.client import client_options
 from mailworker.store.connect import async_client
 from mailworker.store.job import EmailJob
 from mailworker.store.ledger import mark_sent_async
+
+# Asked before each message of a batch: ``None`` to send it, or why not (see Stopped).
+Proceed = Callable[[], Awaitable[str | None]]
 
 # Extra seconds a task waits beyond the send's own deadline, so the deadline fires first
 # inside the loop and the session is cleaned up there.
@@ -57,14 +61,23 @@ class Runtime:
         return self._bridge.run(self._deliver(job, account, settings), timeout=wait)
 
     def deliver_batch(
-        self, jobs: list[EmailJob], on_accepted: OnAccepted, settings: Settings | None = None
+        self,
+        jobs: list[EmailJob],
+        on_accepted: OnAccepted,
+        settings: Settings | None = None,
+        *,
+        proceed: Proceed | None = None,
     ) -> list[DeliveryReport | BaseException]:
-        """Send many jobs of one account concurrently over its pool; one result per job."""
+        """Send many jobs of one account concurrently over its pool; one result per job.
+
+        ``proceed`` is asked right before each message's transaction (session and rate
+        permit in hand); a reason from it stops that message with :class:`Stopped`.
+        """
         settings = settings or get_settings()
         account = settings.account(jobs[0].account)
         rounds = math.ceil(len(jobs) / account.pool.max_connections)
         each = account.pool.acquire_timeout + 2 * settings.smtp_timeout + settings.limiter.max_sleep
-        sends = (self._deliver(job, account, settings, on_accepted) for job in jobs)
+        sends = (self._deliver(job, account, settings, on_accepted, proceed) for job in jobs)
         return self._bridge.run(
             _gather(sends), timeout=each * rounds + account.pool.acquire_timeout + _GRACE
         )
@@ -89,15 +102,18 @@ class Runtime:
         account: SmtpAccount,
         settings: Settings,
         on_accepted: OnAccepted | None = None,
+        proceed: Proceed | None = None,
     ) -> DeliveryReport:
         pool = self._pools.get(account)
         if pool is None:
             pool = self._pools[account] = self._new_pool(account, settings)
-        pace = None
+        pace: Pace | None = None
         domains = frozenset(r.rpartition("@")[2] for r in job.recipients if r not in job.done)
         limiter = _limiter(account, domains, settings.limiter.throttle_cooldown)
         if limiter.active:
             pace = partial(wait_for_permit, limiter, self.async_redis(), settings.limiter.max_sleep)
+        if proceed is not None:
+            pace = partial(_pace_then_ask, pace, proceed)
         return await deliver(
             job,
             account,
@@ -142,6 +158,14 @@ class Runtime:
 @lru_cache(maxsize=1024)
 def _limiter(account: SmtpAccount, domains: frozenset[str], cooldown: float) -> RateLimiter:
     return RateLimiter(account, domains, cooldown)
+
+
+async def _pace_then_ask(pace: Pace | None, proceed: Proceed) -> None:
+    if pace is not None:
+        await pace()
+    why = await proceed()
+    if why is not None:
+        raise Stopped(why)
 
 
 async def _gather(sends: Iterable[Awaitable[DeliveryReport]]) -> list[Any]:

@@ -14,7 +14,7 @@ core, the Redis state) never loads the others. The parts, from the ground up:
     mailworker.observe    Sentry, log formatting, address masking
     mailworker.delivery   the Celery-free core: message, SMTP sessions, limits, decisions
     mailworker.tasks      the producer API and the Celery app
-    mailworker.worker     the Celery worker process: task bodies, mover, lifecycle, metrics
+    mailworker.worker     the Celery worker process: task bodies, housekeeping, lifecycle, metrics
     mailworker.cli        the ``mailworker`` command
     mailworker.dev        a development SMTP server, a private Redis, the demo
 """

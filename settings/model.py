@@ -40,6 +40,8 @@ class _Environment(BaseModel):
     MAX_MESSAGE_BYTES: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     REDIS_TIMEOUT: float = Field(default=5.0, gt=0)
     REDIS_VISIBILITY_TIMEOUT: int = Field(default=240, ge=10)
+    JOB_LEASE_SECONDS: float = Field(default=30.0, ge=3)
+    LOST_MESSAGE_AFTER_SECONDS: float = Field(default=60.0, ge=5)
     RETRY_BASE_DELAY: float = Field(default=30.0, gt=0)
     RETRY_MAX_DELAY: float = Field(default=3600.0, gt=0)
     RETRY_MAX_ATTEMPTS: int = Field(default=10, ge=1)
@@ -67,6 +69,16 @@ class Retention:
 
     dead_letters: float = 30 * 24 * 3600.0  # after the job died
     campaigns: float = 30 * 24 * 3600.0  # after the campaign's last activity
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How a job nobody is sending comes back (store.lifecycle, worker.housekeeping)."""
+
+    lease: float = 30.0  # a sending job's lease, renewed every third of it while it runs
+    # A queued job whose message is in no queue list and no worker's hands is lost once
+    # its queue has moved this far past it (or emptied): publish delays stay well under it.
+    lost_after: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -139,13 +151,8 @@ class Settings:
     observability: Observability = Observability()
     unsubscribe: Unsubscribe = Unsubscribe()
     retention: Retention = Retention()
+    recovery: Recovery = Recovery()
     dkim: Mapping[str, DkimKey] = field(default_factory=dict)  # by From domain
-
-    @property
-    def watchdog_seconds(self) -> float:
-        """When a queued job that never finished is published again (see tasks.send)."""
-        # 45 s after a killed worker's jobs would be back: 285 s by default, within 5 min.
-        return self.redis_visibility_timeout + 45.0
 
     def account(self, name: str) -> SmtpAccount:
         try:
@@ -206,6 +213,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         retention=Retention(
             dead_letters=scalars.DEAD_LETTER_RETENTION, campaigns=scalars.CAMPAIGN_RETENTION
+        ),
+        recovery=Recovery(
+            lease=scalars.JOB_LEASE_SECONDS, lost_after=scalars.LOST_MESSAGE_AFTER_SECONDS
         ),
         unsubscribe=Unsubscribe(
             secret=_unsubscribe_secret(scalars.UNSUBSCRIBE_SECRET),

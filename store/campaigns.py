@@ -3,13 +3,14 @@ queued, which recipients were sent, and why the others were not.
 
     mailworker:{campaign:<id>}:meta     HASH  template, digest, account, state, total, ...
     mailworker:{campaign:<id>}:counts   HASH  queued, sent, failed, suppressed, invalid, ...
-    mailworker:{campaign:<id>}:batches  BITS  batch k queued
-    mailworker:{campaign:<id>}:sent     BITS  recipient n accepted by the server
+    mailworker:{campaign:<id>}:batch-ids   SET   batches queued (ids derive from content)
+    mailworker:{campaign:<id>}:recipients  HASH  address -> its batch lineage, or ``sent``
     mailworker:{campaign:<id>}:errors   HASH  recipient n -> why it was not sent
+    mailworker:{campaign:<id>}:parked   ZSET  batches parked while the campaign is paused
 
 The producer (:mod:`mailworker.tasks.campaign`) creates a campaign and queues its batches;
 the bulk worker (:mod:`mailworker.worker.campaign_runner`) marks recipients and counts.
-Every write gives all five keys CAMPAIGN_RETENTION again, so a campaign's data ends that
+Every write gives all six keys CAMPAIGN_RETENTION again, so a campaign's data ends that
 long after its last activity, all at once.
 """
 
@@ -28,36 +29,77 @@ from mailworker.store.client import Fields, get_redis, lua, text_map
 
 STATES = ("running", "paused", "cancelled")
 # Counters per campaign: recipients by where they are now.
-COUNTERS = ("queued", "sent", "failed", "suppressed", "invalid", "deferred", "cancelled")
-_DONE = ("sent", "failed", "suppressed", "invalid", "cancelled")
-_PARTS = ("meta", "counts", "batches", "sent", "errors")
-# Lua: every key of the campaign (KEYS[k0..k0+4]) lives ``seconds`` more.
+COUNTERS = (
+    "queued",
+    "sent",
+    "failed",
+    "suppressed",
+    "invalid",
+    "duplicate",
+    "deferred",
+    "cancelled",
+)
+_DONE = ("sent", "failed", "suppressed", "invalid", "duplicate", "cancelled")
+_PARTS = ("meta", "counts", "batch-ids", "recipients", "errors", "parked")
+# What a batch may do with each of its recipients (see claim_recipients).
+GO, SENT, ELSEWHERE = 0, 1, 2
+# Lua: every key of the campaign (KEYS[k0..], the last ones) lives ``seconds`` more.
 _KEEP = """
 local function keep(k0, seconds)
-  for i = k0, k0 + 4 do redis.call('EXPIRE', KEYS[i], seconds) end
+  for i = k0, #KEYS do redis.call('EXPIRE', KEYS[i], seconds) end
 end
 """
+# A paused campaign's parked batches become due now (the mover publishes them).
+_RELEASE_PARKED = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[2], ARGV[1], id) end
+redis.call('DEL', KEYS[1])
+return #ids
+"""
 
-# Mark batch k queued and count it, once, however often the producer is re-run.
+# Mark a batch queued and count it, once, however often the producer is re-run.
 _MARK_QUEUED = (
     _KEEP
     + """
-if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 1 then return 0 end
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[2], 'queued', ARGV[2])
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'invalid', ARGV[3]) end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'duplicate', ARGV[5]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 keep(4, ARGV[4])
 return 1
 """
 )
-# The sent bit and the sent count move together, once, even if a batch runs again.
+# Recipients are keyed by their normalised address, not by row: the first batch lineage
+# (a batch and its retry children share the id before the first '.') to meet an address
+# owns it; a re-run with re-sorted rows, or the same address twice, sends it once.
+# KEYS: recipients. ARGV: lineage, address keys... Returns GO | SENT | ELSEWHERE each.
+_CLAIM_RECIPIENTS = """
+local out = {}
+for i = 2, #ARGV do
+  local owner = redis.call('HGET', KEYS[1], ARGV[i])
+  if not owner then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]); owner = ARGV[1]
+  end
+  if owner == 'sent' then out[i - 1] = 1 elseif owner == ARGV[1] then out[i - 1] = 0
+  else out[i - 1] = 2 end
+end
+return out
+"""
+# The sent mark and the sent count move together, once, even if a batch runs again.
 # (No TTL renewal here, on the per-message path: the batch's commit renews them all.)
 _MARK_SENT = """
-if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 0 then
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'sent' then
+  redis.call('HSET', KEYS[1], ARGV[1], 'sent')
   redis.call('HINCRBY', KEYS[2], 'sent', 1)
 end
 return 0
 """
+
+
+def recipient_key(address: str) -> str:
+    """A campaign recipient's stable key: the address, case-folded."""
+    return address.casefold()
 
 
 def _client(client: redis.Redis | None) -> redis.Redis:
@@ -76,6 +118,22 @@ def _stage_keep(pipe: redis.client.Pipeline, campaign_id: str) -> None:
     """Every key of the campaign lives CAMPAIGN_RETENTION more (in the caller's pipeline)."""
     for key in _all_keys(campaign_id):
         pipe.expire(key, _retention())
+
+
+def keep(campaign_id: str, *, client: redis.Redis | None = None) -> None:
+    """Every key of the campaign lives CAMPAIGN_RETENTION more (after a batch settles)."""
+    pipe = _client(client).pipeline(transaction=False)
+    _stage_keep(pipe, campaign_id)
+    pipe.execute()
+
+
+def release_parked(campaign_id: str, *, client: redis.Redis | None = None) -> int:
+    """Make every parked batch due now (resume, cancel): how many there were."""
+    return int(
+        lua(_client(client), _RELEASE_PARKED)(
+            keys=[keys.campaign(campaign_id, "parked"), keys.JOBS_DUE], args=[0]
+        )
+    )
 
 
 def _write(campaign_id: str, client: redis.Redis | None, key: str, mapping: Any) -> None:
@@ -111,24 +169,21 @@ def set_state(campaign_id: str, state: str, *, client: redis.Redis | None = None
     _write(campaign_id, client, key, {"state": state})
 
 
-def batch_queued(campaign_id: str, number: int, *, client: redis.Redis | None = None) -> bool:
-    return bool(_client(client).getbit(keys.campaign(campaign_id, "batches"), number))
-
-
 def mark_batch_queued(
     campaign_id: str,
-    number: int,
+    batch_id: str,
     queued: int,
     invalid: Mapping[int, str],
+    duplicates: int = 0,
     *,
     client: redis.Redis | None = None,
 ) -> None:
-    """Count batch ``number``'s recipients as queued and record its invalid rows, once."""
+    """Count a batch's recipients as queued and record its invalid rows, once."""
     errors = [item for index, why in invalid.items() for item in (index, why)]
     lua(_client(client), _MARK_QUEUED)(
-        keys=[keys.campaign(campaign_id, part) for part in ("batches", "counts", "errors")]
+        keys=[keys.campaign(campaign_id, part) for part in ("batch-ids", "counts", "errors")]
         + _all_keys(campaign_id),
-        args=[number, queued, len(invalid), _retention(), *errors],
+        args=[batch_id, queued, len(invalid), _retention(), duplicates, *errors],
     )
 
 
@@ -160,30 +215,22 @@ def errors(
     return {int(k): v for k, v in list(text_map(found).items())[:limit]}
 
 
-def stage_sent_lookup(pipe: redis.client.Pipeline, campaign_id: str, indexes: list[int]) -> None:
-    """One GETBIT per recipient index, in the caller's pipeline: sent already?"""
-    for index in indexes:
-        pipe.getbit(keys.campaign(campaign_id, "sent"), index)
+def stage_claim_recipients(
+    pipe: redis.client.Pipeline, campaign_id: str, lineage: str, addresses: list[str]
+) -> None:
+    """Claim each address for the batch ``lineage`` in the caller's pipeline: the reply
+    holds GO, SENT or ELSEWHERE (another batch owns it) per address."""
+    lua(get_redis(), _CLAIM_RECIPIENTS)(
+        keys=[keys.campaign(campaign_id, "recipients")],
+        args=[lineage, *(recipient_key(a) for a in addresses)],
+        client=pipe,
+    )
 
 
-async def mark_sent(client: redis.asyncio.Redis, campaign_id: str, index: int) -> None:
-    """Recipient ``index`` got a 250: its bit and the sent count, once (on the worker's loop)."""
-    bits = [keys.campaign(campaign_id, "sent"), keys.campaign(campaign_id, "counts")]
-    await lua(client, _MARK_SENT)(keys=bits, args=[index])
-
-
-def stage_counts(pipe: redis.client.Pipeline, campaign_id: str, **counts: int) -> None:
-    """Add to the counters and renew every key's TTL: each batch commit ends with this."""
-    for name, value in counts.items():
-        if value:
-            pipe.hincrby(keys.campaign(campaign_id, "counts"), name, value)
-    _stage_keep(pipe, campaign_id)
-
-
-def stage_errors(pipe: redis.client.Pipeline, campaign_id: str, failed: Mapping[int, str]) -> None:
-    """Why each of these recipients was not sent (the commit's stage_counts renews TTLs)."""
-    if failed:
-        pipe.hset(keys.campaign(campaign_id, "errors"), mapping=cast(Fields, failed))
+async def mark_sent(client: redis.asyncio.Redis, campaign_id: str, address: str) -> None:
+    """``address`` got a 250: its mark and the sent count, once (on the worker's loop)."""
+    marks = [keys.campaign(campaign_id, "recipients"), keys.campaign(campaign_id, "counts")]
+    await lua(client, _MARK_SENT)(keys=marks, args=[recipient_key(address)])
 
 
 def waiting_batches(queue: str, *, client: redis.Redis | None = None) -> int:

@@ -19,6 +19,30 @@ from mailworker.store import keys
 from mailworker.store.client import Fields, get_redis, text_map, texts
 
 
+def letter(
+    job_id: str,
+    payload: dict[str, Any] | None,
+    *,
+    reason: str,
+    queue: str,
+    code: int | None = None,
+    reply: str = "",
+) -> dict[str, str]:
+    """A dead letter's fields (the lifecycle's settle step writes them with the state)."""
+    payload = payload or {}
+    return {
+        "job_id": job_id,
+        "reason": reason,
+        "code": "" if code is None else str(code),
+        "reply": reply,
+        "attempts": str(payload.get("attempt", 0)),
+        "account": str(payload.get("account", "")),
+        "queue": queue,
+        "created_at": str(payload.get("created_at", "")),
+        "payload": json.dumps(payload),
+    }
+
+
 def bury(
     job_id: str,
     payload: dict[str, Any] | None,
@@ -29,21 +53,12 @@ def bury(
     reply: str = "",
     client: redis.Redis | None = None,
 ) -> None:
-    """Keep a dead job for DEAD_LETTER_RETENTION; older index entries are dropped here."""
-    payload = payload or {}
+    """Keep a job that has no record (an undecodable item) for DEAD_LETTER_RETENTION."""
     retention = get_settings().retention.dead_letters
     now = time.time()
     record = {
-        "job_id": job_id,
-        "reason": reason,
-        "code": "" if code is None else str(code),
-        "reply": reply,
-        "attempts": str(payload.get("attempt", 0)),
-        "account": str(payload.get("account", "")),
-        "queue": queue,
-        "created_at": str(payload.get("created_at", "")),
+        **letter(job_id, payload, reason=reason, queue=queue, code=code, reply=reply),
         "dead_at": str(now),
-        "payload": json.dumps(payload),
     }
     pipe = (client or get_redis()).pipeline(transaction=True)
     pipe.hset(keys.dead_letter(job_id), mapping=cast(Fields, record))

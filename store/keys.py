@@ -5,15 +5,16 @@ Keys under a ``{...}`` hash tag share one Redis Cluster slot, so one Lua script 
 them together (kombu's transport cannot run on a Cluster, but the scripts stay portable).
 
     key (prefix mailworker:)         type  owner                   end
-    job:<id>                         HASH  store.status            TTL 7 d after the last write
+    job:<id>                         HASH  store.lifecycle         TTL 7 d (past its due time)
     sent:<id>                        SET   store.ledger            TTL 30 d
     idem:<key>                       STR   store.ledger            TTL 7 d; deleted if the job dies
-    running:<id>                     STR   store.ledger            TTL the attempt's bound; commit
+    jobs:queued                      ZSET  store.lifecycle         members leave when claimed
+    jobs:due                         ZSET  store.lifecycle         members leave when promoted
+    jobs:leased                      ZSET  store.lifecycle         members leave when settled
+    jobs:mark:<queue>                STR   store.lifecycle         TTL 1 d
+    jobs:reaper                      STR   worker.housekeeping     PTTL one reaper interval
     suppressed                       HASH  store.suppression       an operator: `suppress remove`
-    {deferred}:due                   ZSET  store.deferred          members leave when published
-    {deferred}:jobs                  HASH  store.deferred          fields leave with their member
-    {deferred}:claims                ZSET  store.deferred          released, or back when leased
-    {deferred}:held:<account>        ZSET  store.pauses            TTL pause end + 1 h; `resume`
+    jobs:held:<account>              ZSET  store.pauses            TTL pause end + 1 h; `resume`
     paused:<account>                 HASH  store.pauses            TTL the pause's end
     dead                             ZSET  store.dead              trimmed to DEAD_LETTER_RETENTION
     dead:<id>                        HASH  store.dead              TTL DEAD_LETTER_RETENTION
@@ -59,19 +60,23 @@ def idempotency(key: str) -> str:
     return f"{PREFIX}idem:{key}"
 
 
-def run_lock(job_id: str) -> str:
-    return f"{PREFIX}running:{job_id}"
-
-
 SUPPRESSED = f"{PREFIX}suppressed"
 
-DEFERRED_DUE = f"{PREFIX}{{deferred}}:due"
-DEFERRED_JOBS = f"{PREFIX}{{deferred}}:jobs"
-DEFERRED_CLAIMS = f"{PREFIX}{{deferred}}:claims"
+# The job state machine's indexes (store.lifecycle): members are job ids; a member whose
+# record has expired is dropped the next time a script meets it.
+JOBS_QUEUED = f"{PREFIX}jobs:queued"  # id -> queued_at: waiting on a broker queue
+JOBS_DUE = f"{PREFIX}jobs:due"  # id -> due time: scheduled, deferred, paused
+JOBS_LEASED = f"{PREFIX}jobs:leased"  # id -> lease end: being sent
+REAPER_LOCK = f"{PREFIX}jobs:reaper"
+
+
+def claimed_mark(queue: str) -> str:
+    """The newest queued_at claimed from ``queue``: older queued jobs were popped before."""
+    return f"{PREFIX}jobs:mark:{queue}"
 
 
 def held(account: str) -> str:
-    return f"{PREFIX}{{deferred}}:held:{account}"
+    return f"{PREFIX}jobs:held:{account}"
 
 
 def paused(account: str) -> str:

@@ -1,8 +1,9 @@
-"""What must never happen twice: the sent-ledger, idempotency keys and the run lock.
+"""What must never happen twice: the sent-ledger and idempotency keys.
 
 mailworker:sent:<job id>        SET   recipients that got 250 to DATA for this job
 mailworker:idem:<key>           STR   the job id that claimed an idempotency key
-mailworker:running:<job id>     STR   held while one copy of the job is being sent
+
+The claim step (store.lifecycle) reads the sent-ledger with the job's record.
 """
 
 from __future__ import annotations
@@ -25,26 +26,6 @@ async def mark_sent_async(
         pipe.sadd(keys.sent(job_id), *recipients)
         pipe.expire(keys.sent(job_id), LEDGER_TTL)
         await pipe.execute()
-
-
-def stage_sent_lookup(pipe: redis.client.Pipeline, job_id: str) -> None:
-    """Read, in the caller's pipeline, who already got a 250 for this job."""
-    pipe.smembers(keys.sent(job_id))
-
-
-def stage_hold(pipe: redis.client.Pipeline, job_id: str, seconds: float) -> None:
-    """Try to take the job's run lock in ``pipe``; its result is ``False`` while another copy
-    of the job is being sent (a watchdog copy, or a redelivery racing the original)."""
-    pipe.set(keys.run_lock(job_id), "1", nx=True, ex=max(1, int(seconds)))
-
-
-def lock_remaining(job_id: str, *, client: redis.Redis | None = None) -> int:
-    """Seconds until another copy's run lock expires (a killed worker's lock included)."""
-    return max(0, int((client or get_redis()).ttl(keys.run_lock(job_id))))
-
-
-def stage_let_go(pipe: redis.client.Pipeline, job_id: str) -> None:
-    pipe.delete(keys.run_lock(job_id))
 
 
 def claim_idempotency_key(key: str, job_id: str, *, client: redis.Redis | None = None) -> str:

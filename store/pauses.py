@@ -1,12 +1,13 @@
 """Paused accounts: an account whose credentials or quota failed stops sending, cluster-wide.
 
     mailworker:paused:<account>            HASH {until, reason}, expiring at ``until``
-    mailworker:{deferred}:held:<account>   ZSET job id -> pause end, expiring an hour after it
+    mailworker:jobs:held:<account>         ZSET job id -> pause end, expiring an hour after it
 
-While paused, its jobs wait in the deferred set (their retry budget untouched, RETRY_MAX_AGE
-still counting) instead of burning through the queue with the same 535, and each is noted in
-the account's held set. ``mailworker resume ACCOUNT`` (or :func:`resume_account`) lifts a
-pause early, e.g. right after the password was fixed, and makes every held job due at once.
+While paused, its jobs wait in Redis (state ``paused``, store.lifecycle; their retry
+budget untouched, RETRY_MAX_AGE still counting) instead of burning through the queue with
+the same 535, and each is noted in the account's held set. ``mailworker resume ACCOUNT``
+(or :func:`resume_account`) lifts a pause early, e.g. right after the password was fixed,
+and makes every held job due at once.
 """
 
 from __future__ import annotations
@@ -76,6 +77,6 @@ def resume_account(account: str, *, client: redis.Redis | None = None) -> tuple[
     client = client or get_redis()
     lifted = bool(client.delete(keys.paused(account)))
     released = lua(client, _RELEASE_HELD)(
-        keys=[keys.held(account), keys.DEFERRED_DUE], args=[time.time()]
+        keys=[keys.held(account), keys.JOBS_DUE], args=[time.time()]
     )
     return lifted, int(released)

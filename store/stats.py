@@ -1,6 +1,6 @@
 """Outcome counters per account, summed over every worker: what `mailworker stats` shows.
 
-    mailworker:stats:<account>   HASH  outcome -> count, written in each job's commit
+    mailworker:stats:<account>   HASH  outcome -> count, written by each job's settle step
 
 ``sent`` counts messages; ``bounced``, ``failed`` and ``suppressed`` count recipients;
 ``deferred`` counts attempts put off; ``dead`` counts dead-lettered jobs.
@@ -16,13 +16,6 @@ from mailworker.store import keys
 from mailworker.store.client import get_redis
 
 OUTCOMES = ("sent", "deferred", "bounced", "failed", "dead", "suppressed")
-
-
-def stage_counts(pipe: redis.client.Pipeline, account: str, counts: dict[str, int]) -> None:
-    """Add ``counts`` to ``account``'s totals inside the caller's transaction."""
-    for outcome, count in counts.items():
-        if count:
-            pipe.hincrby(keys.stats(account), outcome, count)
 
 
 def account_counts(
@@ -46,7 +39,7 @@ def overview(
     pipe = client.pipeline(transaction=False)
     for queue in queues:
         pipe.llen(keys.queue_key(queue))
-    pipe.zcard(keys.DEFERRED_DUE)
+    pipe.zcard(keys.JOBS_DUE)
     pipe.zcard(keys.DEAD)
     *waiting, deferred, dead = pipe.execute()
     return {

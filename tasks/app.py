@@ -28,7 +28,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport = {
         # How long Redis keeps an unacknowledged job before another worker may take it: a
         # killed worker's jobs come back after this. Safe to keep short because no job ever
-        # waits in a worker's memory (retries and send_at go to the Redis deferred set).
+        # waits in a worker's memory (retries and send_at wait in Redis, store.lifecycle).
         "visibility_timeout": settings.redis_visibility_timeout,
         # kombu looks for expired unacked jobs every interval x throttle seconds (100 s by
         # default) under a mutex that a killed worker may hold for its expiry (300 s by

@@ -35,12 +35,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from mailworker.errors import MailworkerError
 from mailworker.settings import Settings, SettingsError, get_settings
 from mailworker.store import campaigns as state
-from mailworker.store.deferred import defer
 from mailworker.store.job import EmailJob
 from mailworker.tasks import bodies
 from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app
 from mailworker.tasks.errors import InvalidEmail
-from mailworker.tasks.send import publish
+from mailworker.tasks.send import put
 from mailworker.tasks.unsubscribe import unsubscribe_headers
 from mailworker.tasks.validation import build_job, parse_mailbox
 
@@ -160,15 +159,14 @@ def start_campaign(
     for number, chunk in enumerate(_chunks(itertools.chain(first, rows), chunk_size)):
         start = number * chunk_size
         total = start + len(chunk)
-        if state.batch_queued(campaign_id, number):
-            continue  # queued by an earlier run of this producer
-        batch, invalid = _batch(campaign_id, number, start, chunk)
-        if send_at is not None and send_at > time.time():
-            defer(batch["id"], batch, send_at, BULK_QUEUE, task=SEND_BATCH_TASK)
-        else:
-            _wait_for_room(max_queued_batches)
-            publish(batch["id"], batch, BULK_QUEUE, task=SEND_BATCH_TASK)
-        state.mark_batch_queued(campaign_id, number, len(batch["recipients"]), invalid)
+        batch, invalid, duplicates = _batch(campaign_id, number, start, chunk)
+        if send_at is None or send_at <= time.time():
+            if not _wait_for_room(campaign_id, max_queued_batches):
+                break  # cancelled while it was being queued
+        # An identical batch queued by an earlier run of this producer "exists" already.
+        put(batch["id"], batch, BULK_QUEUE, account, task=SEND_BATCH_TASK, send_at=send_at)
+        queued = len(batch["recipients"])
+        state.mark_batch_queued(campaign_id, batch["id"], queued, invalid, duplicates)
         if on_batch is not None:
             on_batch(total)
     state.set_total(campaign_id, total)
@@ -179,12 +177,17 @@ def pause(campaign_id: str) -> None:
     state.set_state(campaign_id, "paused")
 
 
-def resume(campaign_id: str) -> None:
+def resume(campaign_id: str) -> int:
+    """Run again; the parked batches are published within a second: how many."""
     state.set_state(campaign_id, "running")
+    return state.release_parked(campaign_id)
 
 
 def cancel(campaign_id: str) -> None:
+    """Stop for good: running batches stop before their next message; parked ones run
+    once more only to count their recipients cancelled."""
     state.set_state(campaign_id, "cancelled")
+    state.release_parked(campaign_id)
 
 
 def campaign_status(campaign_id: str) -> dict[str, Any] | None:
@@ -254,25 +257,31 @@ def _store(campaign_id: str, template: CampaignTemplate, account: str, chunk_siz
 
 def _batch(
     campaign_id: str, number: int, start: int, chunk: list[Mapping[str, Any]]
-) -> tuple[dict[str, Any], dict[int, str]]:
-    recipients, invalid = [], {}
+) -> tuple[dict[str, Any], dict[int, str], int]:
+    """One batch: its recipients (each address once), invalid rows, duplicate count. Its id
+    derives from who is in it, so re-sorted rows make new batches, the same rows the same."""
+    recipients, invalid, seen = [], {}, set()
     for index, row in enumerate(chunk, start=start):
         try:
             _, address = parse_mailbox("to", row.get("email"))
         except InvalidEmail as exc:
             invalid[index] = f"invalid address: {exc}"
             continue
+        if state.recipient_key(address) in seen:
+            continue  # the same person twice in a batch: one message
+        seen.add(state.recipient_key(address))
         variables = {k: _text(v) for k, v in row.items() if k != "email"}
         recipients.append([index, address, variables])
+    content = hashlib.sha1("\n".join(sorted(seen)).encode()).hexdigest()[:10]
     batch = {
         "v": BATCH_VERSION,
-        "id": f"{campaign_id}:{number}",
+        "id": f"{campaign_id}:{number}-{content}",
         "campaign": campaign_id,
         "attempt": 1,
         "created_at": time.time(),  # retries give up after RETRY_MAX_AGE from here
         "recipients": recipients,
     }
-    return batch, invalid
+    return batch, invalid, len(chunk) - len(recipients) - len(invalid)
 
 
 def _chunks(rows: Iterator[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
@@ -284,9 +293,15 @@ def _text(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
-def _wait_for_room(max_queued_batches: int) -> None:
-    """Pace the producer: keep at most ``max_queued_batches`` batches waiting in Redis."""
-    while state.waiting_batches(BULK_QUEUE) >= max_queued_batches:
+def _wait_for_room(campaign_id: str, max_queued_batches: int) -> bool:
+    """Pace the producer: keep at most ``max_queued_batches`` batches waiting in Redis, and
+    queue nothing while the campaign is paused; ``False`` once it is cancelled."""
+    while True:
+        found = state.meta(campaign_id).get("state", "running")
+        if found == "cancelled":
+            return False
+        if found == "running" and state.waiting_batches(BULK_QUEUE) < max_queued_batches:
+            return True
         time.sleep(0.2)
 
 

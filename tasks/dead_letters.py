@@ -25,6 +25,7 @@ def resurrect(job_id: str, *, client: redis.Redis | None = None) -> bool:
     if record is None:
         return False
     job = EmailJob.from_payload(record["payload"])
-    enqueue(replace(job, attempt=1, created_at=time.time()), queue=record["queue"])
+    revived = replace(job, attempt=1, created_at=time.time())
+    enqueue(revived, queue=record["queue"], revive=True)
     remove(job_id, client=client)
     return True

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import time
 from typing import Any
 
 import redis
@@ -20,11 +19,9 @@ from kombu.exceptions import OperationalError
 
 from mailworker.observe.sentry import init_sentry
 from mailworker.settings import get_settings
-from mailworker.store.client import get_redis
-from mailworker.store.deferred import discard, stage_defer
+from mailworker.store import lifecycle
 from mailworker.store.job import EmailJob
 from mailworker.store.ledger import claim_idempotency_key, release_idempotency_key
-from mailworker.store.status import forget, stage_status
 from mailworker.tasks import bodies
 from mailworker.tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
 from mailworker.tasks.errors import InvalidEmail, QueueUnavailable
@@ -84,42 +81,59 @@ def enqueue(
     *,
     queue: str = TRANSACTIONAL_QUEUE,
     send_at: float | None = None,
+    task: str = "",
+    revive: bool = False,
     **options: Any,
 ) -> AsyncResult:
-    """Record the job as queued and publish it; the job id becomes the Celery task id.
+    """Create the job's record (store.lifecycle) and publish it; the job id is the task id.
 
-    With ``send_at`` in the future the job waits in the Redis deferred set instead (never
-    as a Celery ETA in a worker's memory) and is published when due.
+    With ``send_at`` in the future the job is ``scheduled`` in Redis instead (never held as
+    a Celery ETA in a worker's memory) and a worker's mover publishes it when due. A
+    producer killed between the record and the publish leaves a ``queued`` job with no
+    message: the reaper finds it and publishes it (worker.housekeeping).
     """
-    payload = job.to_payload()
-    if send_at is not None and send_at > time.time():
-        pipe = get_redis().pipeline(transaction=True)
-        stage_status(
-            pipe, job.id, "queued", account=job.account, attempt=job.attempt, send_at=send_at
-        )
-        stage_defer(pipe, job.id, payload, send_at, queue)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            _forget(job)
-            raise QueueUnavailable(f"could not schedule email job {job.id}: {exc}") from exc
-        return AsyncResult(job.id, app=app)
     try:
-        # With the status, a watchdog copy of the job goes to the deferred set. Celery's
-        # Redis transport can lose a job fetched by a worker killed at the wrong instant;
-        # if the job has not finished by then, the copy is published again (the sent-ledger
-        # and the per-job run lock make a copy of a job that did run harmless).
-        pipe = get_redis().pipeline(transaction=False)
-        stage_status(pipe, job.id, "queued", account=job.account, attempt=job.attempt)
-        stage_defer(pipe, job.id, payload, time.time() + get_settings().watchdog_seconds, queue)
-        pipe.execute()
-        return publish(job.id, payload, queue, **options)
-    except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:
+        put(
+            job.id,
+            job.to_payload(),
+            queue,
+            job.account,
+            task=task,
+            send_at=send_at,
+            revive=revive,
+            **options,
+        )
+    except QueueUnavailable:
         _forget(job)
+        raise
+    return AsyncResult(job.id, app=app)
+
+
+def put(
+    job_id: str,
+    payload: dict[str, Any],
+    queue: str,
+    account: str,
+    *,
+    task: str = "",
+    send_at: float | None = None,
+    revive: bool = False,
+    **options: Any,
+) -> str:
+    """Create one job's record and publish it (a scheduled one waits for the mover): the
+    state it starts in, or ``exists`` if a job with this id was put before."""
+    try:
+        state, _ = lifecycle.enqueue(
+            job_id, payload, queue=queue, account=account, task=task, send_at=send_at, revive=revive
+        )
+        if state == "queued":
+            publish(job_id, payload, queue, task=task or None, **options)
+    except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:
         raise QueueUnavailable(
-            f"could not queue email job {job.id}: Redis at REDIS_URL did not answer ({exc}); "
+            f"could not queue job {job_id}: Redis at REDIS_URL did not answer ({exc}); "
             "check that Redis is running and reachable, then retry"
         ) from exc
+    return state
 
 
 def publish(
@@ -139,11 +153,10 @@ def publish(
 
 
 def _forget(job: EmailJob) -> None:
-    """A job that was never queued leaves nothing: no status, no watchdog copy, and its
-    idempotency key free for the caller's retry."""
+    """A job that was never queued leaves nothing: no record, and its idempotency key
+    free for the caller's retry."""
     try:
-        forget(job.id)
-        discard(job.id)
+        lifecycle.forget(job.id)
         if job.idempotency_key is not None:
             release_idempotency_key(job.idempotency_key, job.id)
     except Exception:  # noqa: BLE001 - Redis is already known to be failing

@@ -140,8 +140,12 @@ def environment(
         "UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
         "UNSUBSCRIBE_URL": "https://app.example.com/unsubscribe",
         "UNSUBSCRIBE_MAILTO": "unsubscribe@app.example.com",
-        # Jobs a killed worker took come back after 20 s; a job the broker lost, after 65 s.
+        # A killed worker's jobs come back one lease (4 s) after it died (or when kombu
+        # restores its unacked messages, after 20 s); a job whose message was lost, 8 s
+        # after its queue moved past it.
         "REDIS_VISIBILITY_TIMEOUT": "20",
+        "JOB_LEASE_SECONDS": "4",
+        "LOST_MESSAGE_AFTER_SECONDS": "8",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

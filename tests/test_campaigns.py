@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mailworker.delivery.message import build_envelope
-from mailworker.dev.devserver import DevServer
+from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import SettingsError, get_settings, load_settings
 from mailworker.store.job import EmailJob
 from mailworker.store.suppression import SUPPRESSED, suppress
@@ -37,7 +37,7 @@ from mailworker.tasks.campaign import (
 from mailworker.tasks.errors import InvalidEmail
 from mailworker.tasks.unsubscribe import InvalidToken, make_token, unsubscribe, verify_token
 from mailworker.tasks.validation import parse_mailbox
-from tests.helpers import extra_account, worker_process
+from tests.helpers import extra_account, wait_until, worker_process
 from tests.hostile import address, benign, check_received, header_name, header_value, hostile
 
 TEMPLATE = {
@@ -50,8 +50,11 @@ TEMPLATE = {
 @pytest.fixture(scope="module")
 def bulk_worker(environment: dict[str, str], starttls_server: DevServer) -> Iterator[DevServer]:
     paced = starttls_server.url() + "?rate=50/s"
-    with extra_account("paced", paced), worker_process("bulk", {"SMTP_URL_PACED": paced}):
-        yield starttls_server
+    hundred = starttls_server.url() + "?rate=100/s"
+    env = {"SMTP_URL_PACED": paced, "SMTP_URL_HUNDRED": hundred}
+    with extra_account("paced", paced), extra_account("hundred", hundred):
+        with worker_process("bulk", env):
+            yield starttls_server
 
 
 def rows(count: int, prefix: str, **extra: str) -> list[dict[str, str]]:
@@ -153,28 +156,115 @@ def test_a_bad_row_is_recorded_and_the_rest_are_sent(bulk_worker: DevServer) -> 
     assert len(messages_of_campaign(bulk_worker, campaign_id)) == 58
 
 
-@pytest.mark.slow
-def test_pause_resume_and_cancel(bulk_worker: DevServer) -> None:
-    paused = start_campaign(TEMPLATE, rows(300, "pause"), account="paced", chunk_size=20)
-    while campaign_status(paused)["sent"] < 60:
-        time.sleep(0.05)
-    pause(paused)
-    during = settled(paused)  # batches already running finish; no new one starts
-    time.sleep(1.5)
-    assert campaign_status(paused)["sent"] == during < 300
-    resume(paused)
-    assert wait_until_done(paused)["sent"] == 300
-    per_recipient = Counter(m.rcpt_tos[0] for m in messages_of_campaign(bulk_worker, paused))
-    assert len(per_recipient) == 300 and set(per_recipient.values()) == {1}
+def _arrivals(server: DevServer, campaign_id: str) -> list[float]:
+    return sorted(m.received_at for m in messages_of_campaign(server, campaign_id))
 
-    cancelled = start_campaign(TEMPLATE, rows(300, "cancel"), account="paced", chunk_size=20)
-    while campaign_status(cancelled)["sent"] < 40:
-        time.sleep(0.05)
+
+def _batch_records(redis: Any, campaign_id: str) -> dict[str, tuple[str, str]]:
+    """Each batch's (state, updated_at): a task that touches a batch changes them."""
+    found = {}
+    for key in redis.scan_iter(match=f"mailworker:job:{campaign_id}:*"):
+        state, updated = redis.hmget(key, "state", "updated_at")
+        found[key.decode()] = (state.decode(), updated.decode())
+    return found
+
+
+@pytest.mark.slow
+def test_pause_and_cancel_stop_a_campaign_within_a_second(
+    bulk_worker: DevServer, redis: Any
+) -> None:
+    paused = start_campaign(TEMPLATE, rows(600, "pause"), account="hundred", chunk_size=50)
+    while campaign_status(paused)["sent"] < 100:
+        time.sleep(0.02)
+    pause(paused)
+    stopped_at = time.time()
+    time.sleep(3)
+    late = [t for t in _arrivals(bulk_worker, paused) if t > stopped_at + 1.0]
+    assert late == []  # only the sessions already in a transaction finished
+    # A paused campaign costs nothing: its batches are parked, no task touches them.
+    before = _batch_records(redis, paused)
+    time.sleep(2)
+    assert _batch_records(redis, paused) == before
+    assert {state for state, _ in before.values()} <= {"paused", "sent"}
+    sent_while_paused = campaign_status(paused)["sent"]
+    assert sent_while_paused < 600
+    resume(paused)
+    assert wait_until_done(paused)["sent"] == 600
+    per_recipient = Counter(m.rcpt_tos[0] for m in messages_of_campaign(bulk_worker, paused))
+    assert len(per_recipient) == 600 and set(per_recipient.values()) == {1}
+
+    cancelled = start_campaign(TEMPLATE, rows(600, "cancel"), account="hundred", chunk_size=50)
+    while campaign_status(cancelled)["sent"] < 100:
+        time.sleep(0.02)
     cancel(cancelled)
-    after = settled(cancelled)
-    record = wait_until_done(cancelled)
-    assert record["sent"] == after < 300 and record["cancelled"] == 300 - after
-    assert len(messages_of_campaign(bulk_worker, cancelled)) == after
+    stopped_at = time.time()
+    record = wait_until_done(cancelled, timeout=30)
+    assert [t for t in _arrivals(bulk_worker, cancelled) if t > stopped_at + 1.0] == []
+    sent = len(messages_of_campaign(bulk_worker, cancelled))
+    assert record["sent"] == sent < 600 and record["cancelled"] == 600 - sent
+
+
+def test_a_throttling_reply_during_a_campaign_lowers_the_accounts_rate(
+    bulk_worker: DevServer,
+) -> None:
+    from mailworker.delivery.ratelimit import usage
+    from mailworker.settings import get_settings
+
+    throttled: set[str] = set()
+
+    def throttle_once(command: str, argument: object, _: RecordingSMTP) -> Reply | None:
+        if command == "RCPT" and "throttle" in str(argument) and str(argument) not in throttled:
+            throttled.add(str(argument))
+            return Reply("421 4.7.0 Try again later, closing connection")
+        return None
+
+    bulk_worker.fault = throttle_once
+    try:
+        campaign_id = start_campaign(TEMPLATE, rows(10, "throttle"), account="paced")
+        record = wait_until_done(campaign_id, timeout=90)
+    finally:
+        bulk_worker.fault = None
+    assert record["sent"] == 10  # retried, not lost
+    factor, _ = usage(get_settings().account("paced"), cooldown=3600)
+    assert factor < 1.0  # the bulk path slowed the account down, as a transactional 421 does
+
+
+def test_a_rerun_with_reordered_rows_sends_nobody_twice_and_skips_nobody(
+    bulk_worker: DevServer,
+) -> None:
+    people = rows(90, "resorted")
+    first = start_campaign(TEMPLATE, people[:60], campaign_id="resorted", chunk_size=20)
+    wait_until_done(first)
+    # The same campaign again with the list re-sorted, 30 more people and one twice.
+    again = [*reversed(people), people[5]]
+    start_campaign(TEMPLATE, again, campaign_id="resorted", chunk_size=20)
+    wait_until(
+        lambda: campaign_status("resorted")["sent"] == 90,
+        90,
+        "everyone on either list got the campaign",
+    )
+    record = settled_record("resorted")
+    per_recipient = Counter(m.rcpt_tos[0] for m in messages_of_campaign(bulk_worker, "resorted"))
+    assert len(per_recipient) == 90 and set(per_recipient.values()) == {1}
+    assert record["sent"] == 90 and record["failed"] == 0
+
+
+def settled_record(campaign_id: str) -> dict[str, Any]:
+    """The campaign's counters once no batch of it is queued or running any more."""
+    from mailworker.store import keys
+    from mailworker.store.client import get_redis
+
+    client = get_redis()
+
+    def idle() -> bool:
+        running = [k for k in client.zrange(keys.JOBS_LEASED, 0, -1) if k.startswith(campaign_id)]
+        queued = [k for k in client.zrange(keys.JOBS_QUEUED, 0, -1) if k.startswith(campaign_id)]
+        return not running and not queued
+
+    wait_until(idle, 60, "the campaign's batches ended")
+    record = campaign_status(campaign_id)
+    assert record is not None
+    return record
 
 
 @pytest.mark.slow
@@ -226,9 +316,9 @@ def test_an_unsubscribe_token_names_one_recipient_of_one_campaign(
 
 
 def test_scheduled_mail_waits_in_redis_not_in_a_worker(
-    bulk_worker: DevServer, celery_worker: Any
+    bulk_worker: DevServer, celery_worker: Any, redis: Any
 ) -> None:
-    from mailworker.store.deferred import due_at
+    from mailworker.store.lifecycle import due_at
     from mailworker.tasks import send_email
     from tests.helpers import wait_for_status
 
@@ -236,9 +326,11 @@ def test_scheduled_mail_waits_in_redis_not_in_a_worker(
     single = send_email.delay(to="later@example.com", subject="s", text="t", send_at=send_at)
     campaign_id = start_campaign(TEMPLATE, rows(30, "sched"), send_at=send_at)
     assert due_at(single.id) == pytest.approx(send_at)
-    assert due_at(f"{campaign_id}:0") == pytest.approx(send_at)
-    time.sleep(1)
-    assert wait_for_status(single.id, "queued")["state"] == "queued"
+    [batch] = [
+        k.decode().rsplit(":", 2)[-2:] for k in redis.scan_iter(f"mailworker:job:{campaign_id}:*")
+    ]
+    assert due_at(":".join(batch)) == pytest.approx(send_at)
+    assert float(wait_for_status(single.id, "scheduled")["send_at"]) == pytest.approx(send_at)
     assert messages_of_campaign(bulk_worker, campaign_id) == []
     assert wait_for_status(single.id, "sent", timeout=20)
     assert wait_until_done(campaign_id, timeout=20)["sent"] == 30

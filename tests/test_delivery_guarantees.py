@@ -5,6 +5,7 @@ Real Redis, real worker processes, a real SMTP server that misbehaves on purpose
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -15,11 +16,13 @@ import pytest
 
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import reload_settings
+from mailworker.store import lifecycle
 from mailworker.store.dead import count as dead_count
-from mailworker.store.deferred import defer, due_at
+from mailworker.store.lifecycle import due_at
 from mailworker.store.pauses import paused_until
 from mailworker.store.suppression import suppressed
 from mailworker.tasks import send_email
+from mailworker.tasks.send import enqueue
 from mailworker.tasks.validation import build_job
 from tests.conftest import USER
 from tests.helpers import (
@@ -94,7 +97,7 @@ def test_535_pauses_the_account_and_mail_goes_out_once_the_password_is_fixed(
     with extra_account("locked", server.url(USER, "expired-password")):
         job_ids = send_many(3, "locked")
         for job_id in job_ids:
-            assert "535" in wait_for_status(job_id, "deferred")["error"]
+            assert "535" in wait_for_status(job_id, "paused")["error"]
         assert paused_until("locked") is not None
         assert server.messages == []
         os.environ["SMTP_URL_LOCKED"] = server.url()  # the operator fixes the password
@@ -148,7 +151,7 @@ def test_a_job_deferred_for_2_hours_survives_a_worker_restart(
             {"to": "ann@example.com", "subject": "s", "text": "t", "account": "later"},
         )
         due = time.time() + 7200
-        defer(job.id, job.to_payload(), due, "restart-test")
+        enqueue(job, queue="restart-test", send_at=due)
         env = {"SMTP_URL_LATER": server.url()}
         for _ in range(2):
             with worker_process("restart-test", env) as worker:
@@ -221,19 +224,63 @@ def test_sigkill_three_times_while_2000_jobs_drain(
     assert sum(copies - 1 for copies in ids.values()) <= len(kills)
 
 
-def test_a_job_the_broker_lost_is_published_again_by_its_watchdog(
-    server: DevServer, environment: dict[str, str]
+def _deferred_by_a_worker_that_saw_a_451(job_id: str) -> None:
+    """Take the job through one attempt that ended in a retry, as a worker would."""
+    claim = lifecycle.claim(job_id, "test-worker", 30, queue="lost-test")
+    assert claim.verdict == "claimed"
+    payload = {**(claim.payload or {}), "attempt": 2}
+    fields = {"attempt": "2", "payload": json.dumps(payload), "error": "451 try later"}
+    settlement = lifecycle.Settlement("deferred", "lost", fields, {"deferred": 1}, delay=0)
+    assert lifecycle.settle(job_id, "test-worker", settlement, dead_retention=60)[0]
+
+
+@pytest.mark.parametrize("kind", ["first attempt", "retried", "scheduled"])
+def test_a_job_whose_broker_message_was_lost_is_found_and_sent_once(
+    server: DevServer, environment: dict[str, str], kind: str
 ) -> None:
     from mailworker.store.client import get_redis
-    from mailworker.store.deferred import DUE
+    from mailworker.worker.housekeeping import move_due
 
     client = get_redis()
-    with extra_account("watched", server.url()):
-        [job_id] = send_many(1, "watched", queue="watchdog-test")
-        client.delete("mailworker:celery:watchdog-test")  # the broker lost it
-        assert client.zscore(DUE, job_id) is not None  # the watchdog copy is armed
-        client.zadd(DUE, {job_id: time.time()})  # ... and its time has come
-        with worker_process("watchdog-test", {"SMTP_URL_WATCHED": server.url()}):
-            wait_all_sent([job_id], timeout=30)
+    with extra_account("lost", server.url()):
+        send_at = time.time() + 0.5 if kind == "scheduled" else None
+        extra = {"send_at": send_at} if send_at else {}
+        [job_id] = send_many(1, "lost", queue="lost-test", **extra)
+        if kind == "retried":
+            _deferred_by_a_worker_that_saw_a_451(job_id)
+        if kind != "first attempt":
+            deadline = time.monotonic() + 5
+            while not move_due() and time.monotonic() < deadline:  # published when due
+                time.sleep(0.1)
+        assert lifecycle.status_of(job_id) == "queued"
+        client.delete("mailworker:celery:lost-test")  # ... and the broker lost it
+        started = time.monotonic()
+        with worker_process("lost-test", {"SMTP_URL_LOST": server.url()}):
+            wait_all_sent([job_id], timeout=40)
+        # Found once the job is LOST_MESSAGE_AFTER_SECONDS (8 s) old in an empty queue, at
+        # the next reaper round (5 s), plus the worker's start.
+        assert time.monotonic() - started < 8 + 5 + 10
     assert len(messages_of(server, job_id)) == 1
-    assert client.zscore(DUE, job_id) is None  # finished: the watchdog is disarmed
+    record = wait_for_status(job_id, "sent")
+    assert record["attempt"] == (2 if kind == "retried" else 1)
+
+
+@pytest.mark.slow
+def test_a_backlog_older_than_every_timeout_is_sent_exactly_once(
+    server: DevServer, environment: dict[str, str]
+) -> None:
+    from mailworker.store.stats import account_counts
+
+    visibility = 10
+    env = {"SMTP_URL_BACKLOG": server.url(), "REDIS_VISIBILITY_TIMEOUT": str(visibility)}
+    with extra_account("backlog", server.url()):
+        job_ids = send_many(200, "backlog", queue="backlog-test")
+        # No worker for twice the visibility timeout and past LOST_MESSAGE_AFTER_SECONDS:
+        # every job is old, none is lost, so none may be published a second time.
+        time.sleep(max(2 * visibility, 8) + 2)
+        with worker_process("backlog-test", env, concurrency=8):
+            wait_all_sent(job_ids, timeout=90)
+            time.sleep(8 + 5 + 1)  # past LOST_MESSAGE_AFTER and a reaper round: nothing found
+    ids = message_ids(server)
+    assert len(ids) == 200 and set(ids.values()) == {1}
+    assert account_counts(["backlog"])["backlog"]["sent"] == 200

@@ -145,7 +145,7 @@ def test_an_authentication_pause_sends_one_event_naming_the_account(
 ) -> None:
     job_ids = [_send("refused", f"reader{i}@example.com") for i in range(3)]
     for job_id in job_ids:
-        wait_for_status(job_id, "deferred", timeout=30)
+        wait_for_status(job_id, "paused", timeout=30)
     [event] = observed.wait_for_events("refused", 1)
     assert event["tags"]["failure"] == "paused" and event["tags"]["smtp_code"] == "535"
     assert "refused" in event["message"] or "refused" in json.dumps(event.get("logentry", {}))

@@ -16,7 +16,7 @@ from mailworker.delivery.ratelimit import RateLimiter, slow_down, usage
 from mailworker.delivery.slots import slots_in_use
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import SettingsError, load_settings, reload_settings
-from mailworker.store.deferred import discard, due_at
+from mailworker.store.lifecycle import due_at, end_waiting
 from mailworker.tasks import status
 from tests.helpers import extra_account, send_many, wait_all_sent, wait_for_status, worker_process
 
@@ -179,7 +179,7 @@ def test_a_daily_quota_defers_the_rest_to_the_next_window(
             assert due_at(job_id) == pytest.approx(float(record["next_attempt_at"]))
     finally:
         for job_id in job_ids:
-            discard(job_id)
+            end_waiting(job_id, "cancelled", "test over")
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def test_worker_producer_and_cli_work_as_the_acl_user(
     locked_redis_url: str, server: DevServer, environment: dict[str, str], tmp_path: Path
 ) -> None:
     assert urlsplit(locked_redis_url).username == "mailer"
-    server.fault = _refuse_once("flaky")  # one retry through the deferred set and its mover
+    server.fault = _refuse_once("flaky")  # one retry through the lifecycle and its mover
     env = {
         "REDIS_URL": locked_redis_url,
         "SMTP_URL_LOCKED": server.url() + "?rate=40/s&cluster_connections=1",

@@ -65,14 +65,14 @@ def test_a_sender_refused_at_rcpt_pauses_the_account_and_suppresses_nobody(
     people = ["reset-ann@example.com", "reset-bob@example.com"]
     with extra_account("notowned", server.url()):
         first = send_email.delay(to=people, subject="s", text="t", account="notowned")
-        record = wait_for_status(first.id, "deferred")
+        record = wait_for_status(first.id, "paused")
         pause = paused_until("notowned")
         assert pause is not None and pause[0] > time.time() + 250
         assert record["attempt"] == 1 and "553" in record["error"]
         assert suppressed(people) == set()
         # The operator fixes the From; meanwhile a password reset to the same person waits.
         later = send_email.delay(to=people[0], subject="reset", text="t", account="notowned")
-        wait_for_status(later.id, "deferred")
+        wait_for_status(later.id, "paused")
         server.fault = None
         run = mailworker("resume", "notowned", env={})
         assert run.returncode == 0, run.stderr
@@ -97,7 +97,7 @@ def test_resume_after_fixing_a_wrong_password_sends_the_held_jobs_within_seconds
     with extra_account("fixed", server.url(USER, "expired-password")):
         job_ids = send_many(3, "fixed")
         for job_id in job_ids:
-            assert "535" in wait_for_status(job_id, "deferred")["error"]
+            assert "535" in wait_for_status(job_id, "paused")["error"]
         assert server.messages == []
         os.environ["SMTP_URL_FIXED"] = server.url()  # the operator fixes the password
         reload_settings()

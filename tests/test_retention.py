@@ -20,15 +20,14 @@ import redis as redis_lib
 from mailworker.dev.devredis import PrivateRedis, start_private_redis
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import reload_settings
-from mailworker.store import campaigns, dead, keys
-from mailworker.store.deferred import CLAIMS, DUE, claim_due
+from mailworker.store import campaigns, dead, keys, lifecycle
 from mailworker.tasks import status
 from tests.helpers import send_elsewhere, wait_until, worker_process
 from tests.test_cli import mailworker
 
 DAY = 24 * 3600
 # Keys whose end is an owner, not a TTL (see store/keys.py).
-OWNED = {keys.SUPPRESSED, keys.DEFERRED_DUE, keys.DEFERRED_JOBS, keys.DEFERRED_CLAIMS, keys.DEAD}
+OWNED = {keys.SUPPRESSED, keys.JOBS_DUE, keys.JOBS_QUEUED, keys.JOBS_LEASED, keys.DEAD}
 _CAMPAIGN = """
 import sys
 from mailworker.tasks.campaign import start_campaign
@@ -123,9 +122,11 @@ def test_dead_letters_older_than_an_age_are_purged_and_the_index_is_trimmed(
 
 
 @pytest.mark.usefixtures("environment")
-def test_a_due_job_whose_payload_is_gone_leaves_the_claims_set(redis: redis_lib.Redis) -> None:
-    redis.zadd(DUE, {"orphan-job": time.time() - 1})
+def test_index_entries_whose_record_expired_leave_the_index(redis: redis_lib.Redis) -> None:
+    redis.zadd(keys.JOBS_DUE, {"orphan-due": time.time() - 1})
+    redis.zadd(keys.JOBS_LEASED, {"orphan-leased": time.time() - 1})
     reload_settings()
-    assert [c.job_id for c in claim_due()] == []
-    assert redis.zscore(CLAIMS, "orphan-job") is None
-    assert redis.zscore(DUE, "orphan-job") is None
+    assert lifecycle.promote_due() == []
+    assert lifecycle.reap_leases() == []
+    assert redis.zscore(keys.JOBS_DUE, "orphan-due") is None
+    assert redis.zscore(keys.JOBS_LEASED, "orphan-leased") is None

@@ -2,7 +2,7 @@
 passwords, then a search of everything mailworker writes anywhere.
 
 Searched: the worker's log (Celery's banner included), every Sentry envelope, every key of
-the Redis (queued jobs, watchdog copies, status and dead-letter records, ledgers, limits),
+the Redis (job records, dead letters, ledgers, limits),
 the output of every ``mailworker`` command, and the text and traceback of the exceptions a
 caller or an operator sees.
 """
@@ -160,7 +160,7 @@ def test_no_password_appears_in_any_output_after_a_send_and_fail_cycle(
             ids["sent"]: "sent",
             ids["bounced"]: "failed",
             ids["dead"]: "failed",
-            ids["paused"]: "deferred",
+            ids["paused"]: "paused",
         }
         assert _wait_states(client, expected) == expected
         commands = [

@@ -41,7 +41,7 @@ def test_no_starttls_means_nothing_sent_and_no_auth_in_clear(plaintext_server: D
         _deliver_directly("notls")
     assert "notls" in str(caught.value)
     result = send_email.delay(to="ann@example.com", subject="x", text="x", account="notls")
-    record = wait_for_status(result.id, "deferred")  # the account is paused, the mail kept
+    record = wait_for_status(result.id, "paused")  # the account is paused, the mail kept
     assert "STARTTLS" in record["error"]
     assert plaintext_server.messages == []
     assert plaintext_server.log.plaintext_auth_attempts == 0
@@ -52,7 +52,7 @@ def test_untrusted_certificate_means_nothing_sent(untrusted_server: DevServer) -
     with pytest.raises(CertificateRejected, match="SMTP_CA_FILE"):
         _deliver_directly("untrusted")
     result = send_email.delay(to="ann@example.com", subject="x", text="x", account="untrusted")
-    assert "did not verify" in wait_for_status(result.id, "deferred")["error"]
+    assert "did not verify" in wait_for_status(result.id, "paused")["error"]
     assert untrusted_server.messages == []
     assert untrusted_server.log.commands["AUTH"] == 0
 
@@ -78,7 +78,7 @@ def test_wrong_password_is_a_clear_error_naming_the_account() -> None:
     assert "'badpass'" in message and "SMTP_URL_BADPASS" in message and "535" in message
     assert "wrong-password" not in message and PASSWORD not in message
     result = send_email.delay(to="ann@example.com", subject="x", text="x", account="badpass")
-    record = wait_for_status(result.id, "deferred")
+    record = wait_for_status(result.id, "paused")
     assert "badpass" in record["error"] and "wrong-password" not in str(record)
 
 

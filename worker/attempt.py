@@ -1,4 +1,4 @@
-"""One attempt of a transactional job: who got what, and the line it leaves in the log."""
+"""One attempt of a transactional job: its claim, who got what, and its line in the log."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import redis
+
 from mailworker.delivery.classify import Verdict
+from mailworker.settings import Settings
+from mailworker.store import lifecycle, suppression
 from mailworker.store.job import EmailJob
+from mailworker.store.lifecycle import Claim
+from mailworker.store.pauses import read_pause, stage_read_pause
 from mailworker.worker.metrics import SEND_SECONDS
 
 log = logging.getLogger("mailworker.delivery")
@@ -47,3 +53,39 @@ def log_attempt(job: EmailJob, outcome: str, started: float, code: int | None) -
         *fields.values(),
         extra=fields,
     )
+
+
+def attempt_bound(job: EmailJob, settings: Settings) -> float:
+    """The longest an attempt may take: its lease is not renewed past this."""
+    account = settings.accounts.get(job.account)
+    bound = settings.smtp_timeout * 2 + 30 + settings.limiter.max_sleep
+    return bound + (account.pool.acquire_timeout if account is not None else 0)
+
+
+def claim_attempt(
+    client: redis.Redis, job: EmailJob, owner: str, queue: str, settings: Settings
+) -> tuple[Claim, set[str], tuple[float, str] | None]:
+    """One round trip: the claim (lease, sent-ledger), the suppression list, the account's
+    pause. Returns the claim, the suppressed recipients and the pause, if any."""
+    lease = settings.recovery.lease
+    pipe = client.pipeline(transaction=False)
+    lifecycle.stage_claim(pipe, job.id, owner, lease, queue=queue)
+    suppression.stage_reasons(pipe, job.recipients)
+    stage_read_pause(pipe, job.account)
+    reply, flags, pause = pipe.execute()
+    claim = lifecycle.read_claim(reply)
+    if claim.verdict == "skip" and claim.state == "unknown":
+        # No record: queued by mailworker 0.1, or kept past the record's life. Adopt it.
+        claim = lifecycle.claim(
+            job.id,
+            owner,
+            lease,
+            queue=queue,
+            adopt=job.to_payload(),
+            account=job.account,
+            client=client,
+        )
+    blocked = {r for r, flag in zip(job.recipients, flags, strict=True) if flag is not None}
+    if job.ignore_suppression:
+        blocked = set()  # the app asked for it: e.g. a password reset to a past bounce
+    return claim, blocked, read_pause(pause)

@@ -1,27 +1,32 @@
 """The bulk path: one Celery task sends a batch of personalised campaign messages.
 
-    campaign state? → run lock → sent bitmap + suppression list → render each recipient →
-    send them all concurrently over the account's pool (rate limits apply per message) →
-    sent | bounced (suppressed) | retried later in a smaller batch | failed
+    claim the batch (lease, sent marks, suppression list: one round trip) → campaign
+    cancelled, paused or account paused? → render each recipient → send them concurrently
+    over the account's pool (rate limits apply per message; the campaign's state is asked
+    again, at most 250 ms old, right before each message) → settle: done | parked |
+    retried later in a child batch | failed
 
-Per-task overhead is paid once per batch, not per message. A recipient the server accepted
-is marked in the campaign's sent bitmap at once, so a batch that runs again (a redelivery,
-a producer that queued it twice, a retry) sends nobody a second copy.
+A batch is a job of the lifecycle (store.lifecycle) like any other: leased while it runs,
+returned by the reaper if its worker dies, and a stale copy of its message does nothing. A
+paused campaign parks its batches (no task runs until it is resumed). A recipient the server
+accepted is marked at once, so a batch that runs again sends nobody a second copy.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject
 
 from mailworker.delivery.classify import Verdict, classify_error
+from mailworker.delivery.crashpoint import crash_point
 from mailworker.delivery.deliver import DeliveryReport
-from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited
+from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited, Stopped
 from mailworker.delivery.outcome import Fate, plan
 from mailworker.delivery.ratelimit import slow_down
 from mailworker.delivery.retry import next_retry_at
@@ -29,29 +34,19 @@ from mailworker.delivery.runtime import get_runtime
 from mailworker.observe.sentry import report
 from mailworker.settings import Settings, get_settings
 from mailworker.store import campaigns as state
-from mailworker.store import suppression
+from mailworker.store import keys, lifecycle, suppression
 from mailworker.store.client import get_redis
-from mailworker.store.dead import bury
-from mailworker.store.deferred import stage_defer
-from mailworker.store.ledger import lock_remaining, stage_hold, stage_let_go
+from mailworker.store.dead import bury, letter
+from mailworker.store.lifecycle import Settlement, State
 from mailworker.store.pauses import pause_account, paused_until, stage_held
 from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK
 from mailworker.tasks.campaign import Renderer, load_template, render_job
+from mailworker.tasks.send import put
+from mailworker.worker.batch_outcome import BatchOutcome, Recipient, StopCheck
+from mailworker.worker.failing import note_transient
+from mailworker.worker.leases import keeper, new_owner
 
 log = logging.getLogger("mailworker.campaign")
-
-Recipient = list[Any]  # [index, address, variables]
-
-
-@dataclass
-class BatchOutcome:
-    suppressed: int = 0
-    failed: dict[int, str] = field(default_factory=dict)
-    retry: list[Recipient] = field(default_factory=list)  # spends an attempt
-    wait: list[Recipient] = field(default_factory=list)  # rate limit, pause: does not
-    wait_until: float = 0.0
-    held: bool = False  # the wait is an account pause (`mailworker resume` ends it)
-    retry_hint: float | None = None
 
 
 def run_batch(task: Task, payload: Any) -> dict[str, Any]:
@@ -61,11 +56,12 @@ def run_batch(task: Task, payload: Any) -> dict[str, Any]:
         kept = payload if isinstance(payload, dict) else None
         bury(str(task.request.id), kept, reason=reason, queue=queue)
         return {"state": "dead", "reason": reason}
+    run = BatchRun(payload, queue, get_settings())
     try:
-        return BatchRun(payload, queue, get_settings()).run()
+        return run.run()
     except Exception as exc:  # noqa: BLE001 - Redis gone past its retries, or a bug
-        # Never acked away: the batch goes back on the queue, and its sent bitmap keeps
-        # anyone from a second copy when it runs again.
+        # Never acked away: a claimed batch comes back with its lease, an unclaimed one
+        # goes back on the queue, and the sent marks keep anyone from a second copy.
         raise Reject(f"batch {payload.get('id')}: {type(exc).__name__}", requeue=True) from exc
 
 
@@ -78,89 +74,106 @@ class BatchRun:
         self.client = get_redis()
         self.outcome = BatchOutcome()
         self.account = ""
+        self.owner = new_owner()
+        recipients: list[Recipient] = batch["recipients"]
+        self.recipients = recipients
+        # Recipients of a child batch were counted as deferred; they are not any more.
+        self.waiting = len(recipients) if batch.get("waited") else 0
 
     def run(self) -> dict[str, Any]:
-        batch = self.batch
+        crash_point("taken")
+        pending = self._claim()
+        if pending is None:
+            return {"state": "duplicate"}
+        crash_point("claimed")
+        bound = self.settings.smtp_timeout * 4 + 60 + len(self.recipients)
+        keeper().hold(self.batch["id"], self.owner, bound)
+        try:
+            return self._run(pending)
+        finally:
+            keeper().release(self.batch["id"])
+
+    def _run(self, pending: list[Recipient]) -> dict[str, Any]:
         try:
             template, meta = load_template(self.campaign)
         except KeyError:
-            bury(batch["id"], batch, reason="campaign not found (deleted?)", queue=self.queue)
+            reason = "campaign not found (deleted?)"
+            dead = letter(self.batch["id"], self.batch, reason=reason, queue=self.queue)
+            self._settle("failed", {}, dead_letter=dead)
             return {"state": "dead"}
-        recipients: list[Recipient] = batch["recipients"]
-        # Recipients of a re-queued batch were counted as deferred; they are not any more.
-        waiting = len(recipients) if batch.get("waited") else 0
         self.account = meta["account"]
-        stopped = self._stopped(meta.get("state", "running"), recipients, waiting)
+        stopped = self._stopped(meta.get("state", "running"), pending)
         if stopped is not None:
             return stopped
-        pending = self._pending(recipients, waiting)
-        if pending is None:
-            return {"state": "deferred", "reason": "another copy of this batch is running"}
         try:
-            self._send(template, self.account, pending)
+            self._send(template, pending)
         except Exception:  # noqa: BLE001 - never lose a batch: retry whoever is not marked sent
-            log.exception("batch %s failed; retrying its unsent recipients", batch["id"])
-            self.outcome.failed.clear()
-            self.outcome.wait.clear()
-            self.outcome.retry = pending
-        finally:
-            self._commit(waiting)
+            log.exception("batch %s failed; retrying its unsent recipients", self.batch["id"])
+            self.outcome = BatchOutcome(suppressed=self.outcome.suppressed, retry=pending)
+        self._commit()
         return {"state": "done", "failed": len(self.outcome.failed)}
 
-    def _stopped(
-        self, state: str, recipients: list[Recipient], waiting: int
-    ) -> dict[str, Any] | None:
-        """Cancelled, paused campaign or paused account: nothing is sent now."""
-        if state == "cancelled":
-            self._count(cancelled=len(recipients), deferred=-waiting)
-            return {"state": "cancelled"}
-        if state == "paused":  # the marketer's hold: no age limit
-            self._requeue(recipients, time.time() + 2, waiting=waiting, ages=False)
-            return {"state": "paused"}
-        pause = paused_until(self.account, client=self.client)
-        if pause is not None:  # the account's password or quota is being fixed: wait
-            self._requeue(recipients, pause[0], waiting=waiting, held=True)
-            return {"state": "deferred", "reason": f"account {self.account!r} paused"}
-        return None
-
-    def _pending(self, recipients: list[Recipient], waiting: int) -> list[Recipient] | None:
-        """Take the batch's run lock; who is neither sent already nor suppressed (one trip)."""
+    def _claim(self) -> list[Recipient] | None:
+        """Claim the batch; who is neither sent already nor suppressed (one round trip)."""
         batch = self.batch
-        lock_seconds = self.settings.smtp_timeout * 4 + 60 + len(recipients)
         pipe = self.client.pipeline(transaction=False)
-        stage_hold(pipe, batch["id"], lock_seconds)
-        state.stage_sent_lookup(pipe, self.campaign, [index for index, _, _ in recipients])
-        suppression.stage_reasons(pipe, [address for _, address, _ in recipients])
-        held, *bits, flags = pipe.execute()
-        if not held:
-            wait = lock_remaining(batch["id"], client=self.client) + 1
-            self._requeue(recipients, time.time() + wait, waiting=waiting)
+        lifecycle.stage_claim(
+            pipe, batch["id"], self.owner, self.settings.recovery.lease, queue=self.queue
+        )
+        addresses = [address for _, address, _ in self.recipients]
+        lineage = batch["id"].split(".")[0]  # a batch and its retry children
+        state.stage_claim_recipients(pipe, self.campaign, lineage, addresses)
+        suppression.stage_reasons(pipe, addresses)
+        reply, claims, flags = pipe.execute()
+        claim = lifecycle.read_claim(reply)
+        if claim.verdict == "skip" and claim.state == "unknown":  # queued before 0.2: adopt
+            claim = lifecycle.claim(
+                batch["id"], self.owner, self.settings.recovery.lease, queue=self.queue,
+                adopt=batch, client=self.client,
+            )  # fmt: skip
+        if claim.verdict != "claimed":
+            log.info("batch %s: %s %s; this copy does nothing", batch["id"], claim.verdict,
+                     claim.state)  # fmt: skip
             return None
         pending = []
-        for recipient, bit, flag in zip(recipients, bits, flags, strict=True):
-            if bit:
+        for recipient, claimed, flag in zip(self.recipients, claims, flags, strict=True):
+            if claimed == state.SENT:
                 continue  # sent (and counted) by an earlier run of this batch
-            if flag is not None:
+            if claimed == state.ELSEWHERE:
+                self.outcome.duplicate += 1  # another batch has this address (a re-run)
+            elif flag is not None:
                 self.outcome.suppressed += 1
             else:
                 pending.append(recipient)
         return pending
 
-    def _send(self, template: Any, account: str, pending: list[Recipient]) -> None:
+    def _stopped(self, campaign_state: str, pending: list[Recipient]) -> dict[str, Any] | None:
+        """Cancelled or paused campaign, or paused account: nothing is sent now."""
+        if campaign_state == "cancelled":
+            self.outcome.cancelled = pending
+            self._commit()
+            return {"state": "cancelled"}
+        if campaign_state == "paused":  # the marketer's hold: parked until resumed
+            self.outcome.parked = pending
+            self._commit()
+            return {"state": "paused"}
+        pause = paused_until(self.account, client=self.client)
+        if pause is not None:  # the account's password or quota is being fixed: wait
+            self.outcome.wait = pending
+            self.outcome.wait_until, self.outcome.held = pause[0], True
+            self._commit()
+            return {"state": "deferred", "reason": f"account {self.account!r} paused"}
+        return None
+
+    def _send(self, template: Any, pending: list[Recipient]) -> None:
         renderer, jobs, by_job = Renderer(template), [], {}
         for recipient in pending:
             index, address, variables = recipient
             try:
                 job = render_job(
-                    self.campaign,
-                    template,
-                    renderer,
-                    account,
-                    index,
-                    address,
-                    variables,
+                    self.campaign, template, renderer, self.account, index, address, variables,
                     self.settings,
-                )
+                )  # fmt: skip
             except ValueError as exc:
                 self.outcome.failed[index] = f"could not render: {exc}"
                 continue
@@ -172,13 +185,14 @@ class BatchRun:
 
         async def mark_sent(job_id: str, _: tuple[str, ...]) -> None:
             # The bit and the count move together, once, even if this batch runs again.
-            await state.mark_sent(runtime.async_redis(), self.campaign, by_job[job_id][0])
+            await state.mark_sent(runtime.async_redis(), self.campaign, by_job[job_id][1])
 
-        results = runtime.deliver_batch(jobs, mark_sent, self.settings)
+        check = StopCheck(self.campaign, runtime.async_redis)
+        results = runtime.deliver_batch(jobs, mark_sent, self.settings, proceed=check)
         for job, result in zip(jobs, results, strict=True):
-            self._settle(by_job[job.id], result)
+            self._settle_one(by_job[job.id], result)
 
-    def _settle(self, recipient: Recipient, result: DeliveryReport | BaseException) -> None:
+    def _settle_one(self, recipient: Recipient, result: DeliveryReport | BaseException) -> None:
         index = recipient[0]
         outcome = self.outcome
         whole_message = False
@@ -188,6 +202,9 @@ class BatchRun:
             refusal = next(iter(result.refused.values()))
             verdict = refusal.verdict
             reason = f"{refusal.code} {refusal.message}"
+        elif isinstance(result, Stopped):  # paused or cancelled while the batch ran
+            (outcome.cancelled if result.why == "cancelled" else outcome.parked).append(recipient)
+            return
         elif isinstance(result, RateLimited | Backpressure):
             outcome.wait.append(recipient)
             wait = result.wait if isinstance(result, RateLimited) else 2.0
@@ -197,7 +214,7 @@ class BatchRun:
             verdict, reason, whole_message = classify_error(result), str(result), True
         elif isinstance(result, ValueError | TypeError | UnicodeError):
             # The rendering could not be built into a safe message: nothing was sent, and
-            # another try would build the same bytes (worker.header_check, worker.mime).
+            # another try would build the same bytes (delivery.header_check, delivery.mime).
             outcome.failed[index] = f"unbuildable: {type(result).__name__}"
             return
         else:
@@ -209,7 +226,7 @@ class BatchRun:
     def _apply(
         self, recipient: Recipient, verdict: Verdict, reason: str, whole_message: bool
     ) -> None:
-        """The same plan as a transactional job's (worker.outcome), per campaign recipient."""
+        """The same plan as a transactional job's (delivery.outcome), per campaign recipient."""
         index, address, _ = recipient
         outcome, chosen = self.outcome, plan(verdict, whole_message=whole_message)
         if chosen.slow_down:
@@ -227,14 +244,16 @@ class BatchRun:
             outcome.held = True
         else:
             outcome.retry.append(recipient)
+            if chosen.note_failing and outcome.failing is None:
+                outcome.failing = (reason, verdict.code)
             if verdict.retry_after:
                 outcome.retry_hint = max(outcome.retry_hint or 0, verdict.retry_after)
 
-    def _commit(self, waiting: int) -> None:
-        """Counters, errors, retries and the lock: one transaction."""
+    def _commit(self) -> None:
+        """Children for the retried and the waiting, then the batch's own settle step with
+        its counters and errors; a crash between them makes the same children again."""
         outcome, batch = self.outcome, self.batch
         attempt = batch.get("attempt", 1)
-        pipe = self.client.pipeline(transaction=True)
         retry_due = None
         if outcome.retry:
             created = batch.get("created_at", time.time())
@@ -245,26 +264,78 @@ class BatchRun:
                 for index, *_ in outcome.retry:
                     outcome.failed[index] = f"gave up after {attempt} attempts"
             else:
-                self._stage_requeue(pipe, outcome.retry, retry_due, attempt + 1, ".r")
+                self._child("r", outcome.retry, retry_due, attempt + 1)
         if outcome.wait and self._too_old(outcome.wait_until):
             for index, *_ in outcome.wait:
                 outcome.failed[index] = "waited longer than RETRY_MAX_AGE"
             outcome.wait = []
         if outcome.wait:
-            self._stage_requeue(
-                pipe, outcome.wait, outcome.wait_until, attempt, ".w", held=outcome.held
-            )
-        deferred = (len(outcome.retry) if retry_due else 0) + len(outcome.wait)
-        self._stage_count(
-            pipe,
-            suppressed=outcome.suppressed,
-            failed=len(outcome.failed),
-            deferred=deferred - waiting,
-        )
-        state.stage_errors(pipe, self.campaign, outcome.failed)
-        stage_let_go(pipe, batch["id"])
-        pipe.execute()
+            self._child("w", outcome.wait, outcome.wait_until, attempt, held=outcome.held)
+        parked = len(outcome.parked)
+        deferred = (len(outcome.retry) if retry_due else 0) + len(outcome.wait) + parked
+        counts = {
+            "suppressed": outcome.suppressed,
+            "failed": len(outcome.failed),
+            "cancelled": len(outcome.cancelled),
+            "duplicate": outcome.duplicate,
+            "deferred": deferred - self.waiting,
+        }
+        if parked:
+            self._park(counts)
+        else:
+            self._settle("sent", counts)
+        if outcome.failing is not None:
+            reason, code = outcome.failing
+            note_transient(self.account, self.settings.observability.failing_after, reason,
+                           code=code, queue=self.queue, client=self.client)  # fmt: skip
         self._report(attempt)
+
+    def _park(self, counts: dict[str, int]) -> None:
+        """Park the batch with its unsent recipients until the campaign is resumed."""
+        parked = {**self.batch, "recipients": self.outcome.parked, "waited": True}
+        self._settle(
+            "paused",
+            counts,
+            payload=parked,
+            held_in=keys.campaign(self.campaign, "parked"),
+            held_for=self.settings.retention.campaigns,
+        )
+
+    def _settle(
+        self,
+        new_state: State,
+        counts: dict[str, int],
+        *,
+        payload: dict[str, Any] | None = None,
+        dead_letter: dict[str, str] | None = None,
+        held_in: str | None = None,
+        held_for: float = 3600.0,
+    ) -> None:
+        fields = {"payload": json.dumps(payload)} if payload is not None else {}
+        done, _ = lifecycle.settle(
+            self.batch["id"],
+            self.owner,
+            Settlement(
+                new_state,
+                self.account,
+                fields,
+                counts,
+                held_in=held_in,
+                held_for=held_for,
+                dead_letter=dead_letter,
+                counters=keys.campaign(self.campaign, "counts"),
+                notes_in=keys.campaign(self.campaign, "errors"),
+                notes={str(index): why for index, why in self.outcome.failed.items()},
+                keep_for=max(lifecycle.RECORD_TTL, self.settings.retention.campaigns),
+            ),
+            dead_retention=self.settings.retention.dead_letters,
+            client=self.client,
+        )
+        if done:
+            crash_point("settled")
+            state.keep(self.campaign, client=self.client)
+        else:
+            log.warning("batch %s: lease lost before settling", self.batch["id"])
 
     def _report(self, attempt: int) -> None:
         """One Sentry event per batch whose recipients failed for another reason than a
@@ -281,60 +352,35 @@ class BatchRun:
                 job_id=self.batch["id"],
             )
 
-    def _requeue(
-        self,
-        recipients: list[Recipient],
-        due: float,
-        *,
-        waiting: int,
-        held: bool = False,
-        ages: bool = True,
-    ) -> None:
-        """Wait without spending an attempt; a wait past RETRY_MAX_AGE fails them instead."""
-        pipe = self.client.pipeline(transaction=True)
-        if ages and self._too_old(due):
-            failed = {index: "waited longer than RETRY_MAX_AGE" for index, *_ in recipients}
-            state.stage_errors(pipe, self.campaign, failed)
-            self._stage_count(pipe, failed=len(recipients), deferred=-waiting)
-        else:
-            attempt = self.batch.get("attempt", 1)
-            self._stage_requeue(pipe, recipients, due, attempt, ".w", held=held)
-            self._stage_count(pipe, deferred=len(recipients) - waiting)
-        pipe.execute()
-
     def _too_old(self, due: float) -> bool:
         created = self.batch.get("created_at")
         if not created:
             return False
         return due - float(created) > self.settings.retry.max_age
 
-    def _stage_requeue(
+    def _child(
         self,
-        pipe: Any,
+        kind: str,
         recipients: list[Recipient],
         due: float,
         attempt: int,
-        suffix: str,
         *,
         held: bool = False,
     ) -> None:
+        """A batch of the recipients to try later; its id derives from this batch's, so a
+        rerun of this batch makes the same child (and finds it exists)."""
         base = self.batch["id"].split(".")[0]
-        retry = {
+        suffix = hashlib.sha1(f"{self.batch['id']}/{kind}".encode()).hexdigest()[:12]
+        child = {
             **self.batch,
-            "id": f"{base}{suffix}{attempt}-{int(due * 1000)}",
+            "id": f"{base}.{kind}{suffix}",
             "attempt": attempt,
             "waited": True,
             "created_at": self.batch.get("created_at", time.time()),
             "recipients": recipients,
         }
-        stage_defer(pipe, retry["id"], retry, due, self.queue, task=SEND_BATCH_TASK)
+        put(child["id"], child, self.queue, self.account, task=SEND_BATCH_TASK, send_at=due)
         if held:  # `mailworker resume` makes it due at once
-            stage_held(pipe, self.account, retry["id"], due)
-
-    def _count(self, **counts: int) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        self._stage_count(pipe, **counts)
-        pipe.execute()
-
-    def _stage_count(self, pipe: Any, **counts: int) -> None:
-        state.stage_counts(pipe, self.campaign, **counts)
+            pipe = self.client.pipeline(transaction=False)
+            stage_held(pipe, self.account, child["id"], due)
+            pipe.execute()

@@ -3,7 +3,7 @@
     mailworker:{account:<name>}:failing-since   first transient failure since the last send
     mailworker:{account:<name>}:failing-alerted  set for an hour (at least) after an event
 
-Every successful send clears both (inside the job's outcome transaction).
+Every successful send clears both (in the job's settle step, store.lifecycle).
 """
 
 from __future__ import annotations
@@ -22,10 +22,6 @@ _HOUR = 3600  # a reminder at most hourly while the account keeps failing
 
 def failing_key(account: str) -> str:
     return keys.account(account, "failing-since")
-
-
-def stage_recovered(pipe: redis.client.Pipeline, account: str) -> None:
-    pipe.delete(failing_key(account), keys.account(account, "failing-alerted"))
 
 
 def note_transient(

@@ -25,11 +25,11 @@ from mailworker.observe.logs import configure_logging
 from mailworker.observe.sentry import init_sentry
 from mailworker.settings import get_settings
 from mailworker.tasks.app import app
+from mailworker.worker.housekeeping import HousekeeperStep
 from mailworker.worker.metrics import serve_metrics
-from mailworker.worker.mover import DeferredMoverStep
 from mailworker.worker.undecodable import UndecodableStep
 
-app.steps["worker"].add(DeferredMoverStep)
+app.steps["worker"].add(HousekeeperStep)
 app.steps["consumer"].add(UndecodableStep)
 
 

@@ -18,12 +18,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from mailworker.store import stats
 
 log = logging.getLogger("mailworker.metrics")
 
@@ -36,12 +33,11 @@ SEND_SECONDS = Histogram(
 )
 
 
-def stage_counts(pipe: redis.client.Pipeline, account: str, counts: dict[str, int]) -> None:
-    """Count outcomes here (Prometheus) and, inside the caller's transaction, in Redis."""
+def count_outcomes(account: str, counts: dict[str, int]) -> None:
+    """Count outcomes here (Prometheus); Redis's totals are written by the settle step."""
     for outcome, count in counts.items():
         if count:
             MESSAGES.labels(account, outcome).inc(count)
-    stats.stage_counts(pipe, account, counts)
 
 
 class PoolCollector(Collector):

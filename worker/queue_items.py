@@ -111,7 +111,7 @@ def _check_headers(headers: dict[str, Any]) -> None:
         if headers.get(key) is not None:
             raise ForeignItem(
                 f"not a mailworker job: headers set {key!r} (mailworker schedules through "
-                "the Redis deferred set, never with a Celery ETA)"
+                "Redis (store.lifecycle), never with a Celery ETA)"
             )
     for key, kind in _HEADERS.items():
         _expect(headers, key, kind, "headers: ", required=False, nullable=True)

@@ -1,26 +1,29 @@
-"""The Celery adapter: decode the job, run the pipeline, turn the outcome into a state.
+"""The Celery adapter: claim the job, run the pipeline, settle the outcome as a state.
 
-    suppression / sent-ledger check → paused account? → deliver (rate limit, pooled send) →
-    classify each reply (worker.classify) → plan it (worker.outcome) →
-    sent | deferred (retry, paused account, quota) | dead-lettered
+    claim (lease, sent-ledger, suppression list, account pause: one round trip) →
+    deliver (rate limit, pooled send) → classify each reply (delivery.classify) →
+    plan it (delivery.outcome) → settle: sent | deferred | paused | failed (dead letter)
 
-A job never ends silently. Recipients that got a 250 go into the sent-ledger before
-anything else, so a redelivered or retried job never sends them a second copy; retries go
-through the Redis deferred set, never as an ETA held in a worker's memory.
+A job never ends silently and moves only through store.lifecycle's atomic steps: a copy of
+the message that finds the job sending, ended or waiting does nothing. Recipients that got a
+250 go into the sent-ledger before anything else, so a rescued or retried job never sends
+them a second copy; retries wait in Redis, never as an ETA held in a worker's memory.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject
 
 from mailworker.delivery.classify import Verdict, account_advice, classify_error, enhanced_code
+from mailworker.delivery.crashpoint import crash_point
 from mailworker.delivery.deliver import DeliveryReport
 from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited
 from mailworker.delivery.outcome import Fate, plan
@@ -29,27 +32,25 @@ from mailworker.delivery.retry import next_retry_at
 from mailworker.delivery.runtime import get_runtime
 from mailworker.observe.sentry import report
 from mailworker.settings import Settings, SettingsError, get_settings
-from mailworker.store import suppression
+from mailworker.store import keys, lifecycle, suppression
 from mailworker.store.client import get_redis
-from mailworker.store.dead import bury
-from mailworker.store.deferred import stage_defer, stage_discard
+from mailworker.store.dead import letter
 from mailworker.store.job import EmailJob, UndecodableJob
-from mailworker.store.ledger import (
-    lock_remaining,
-    release_idempotency_key,
-    stage_hold,
-    stage_let_go,
-    stage_sent_lookup,
-)
-from mailworker.store.pauses import pause_account, read_pause, stage_held, stage_read_pause
-from mailworker.store.status import State, stage_previous_state, stage_status
+from mailworker.store.ledger import release_idempotency_key
+from mailworker.store.lifecycle import Settlement, State
+from mailworker.store.pauses import pause_account
 from mailworker.tasks.app import TRANSACTIONAL_QUEUE
-from mailworker.worker.attempt import Outcome, log_attempt
-from mailworker.worker.failing import note_transient, stage_recovered
-from mailworker.worker.metrics import stage_counts
+from mailworker.worker.attempt import Outcome, attempt_bound, claim_attempt, log_attempt
+from mailworker.worker.failing import note_transient
+from mailworker.worker.leases import keeper, new_owner
+from mailworker.worker.metrics import count_outcomes
 from mailworker.worker.undecodable import bury_undecodable
 
 log = logging.getLogger("mailworker.delivery")
+
+# A job whose worker died this many times while sending it is a poison message (it
+# crashes or exhausts the worker): it is dead-lettered instead of killing the next one.
+MAX_RESCUES = 5
 
 
 def run_job(task: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -78,7 +79,8 @@ class JobRun:
         self.outcome = Outcome(sent=set(job.done))
         self.client = get_redis()
         self.last_refusal: tuple[int, str] | None = None
-        self.previous_state: str | None = None
+        self.owner = new_owner()
+        self.claimed = False
 
     def run_safely(self) -> dict[str, Any]:
         """:meth:`run`, and an error that escapes it never acks the job away."""
@@ -87,54 +89,40 @@ class JobRun:
         except Exception as exc:  # noqa: BLE001 - Redis gone past its retries, or a bug
             log.error("job %s: %s escaped the attempt", self.job.id, type(exc).__name__)
             try:  # an attempt spent, so a bug ends in a dead letter, not a loop
-                return self._retry(f"unexpected {type(exc).__name__} in the worker", None)
-            except Exception:  # noqa: BLE001 - Redis is still away: back to the queue
-                raise Reject(f"job {self.job.id}: {type(exc).__name__}", requeue=True) from exc
+                if self.claimed:
+                    return self._retry(f"unexpected {type(exc).__name__} in the worker", None)
+            except Exception:  # noqa: BLE001 - Redis is still away: the lease returns it
+                pass
+            raise Reject(f"job {self.job.id}: {type(exc).__name__}", requeue=True) from exc
 
     def run(self) -> dict[str, Any]:
-        job = self.job
-        held, blocked, pause = self._preflight()
-        if not held:
-            # Another copy is being sent, or its worker died holding the lock: look again
-            # when the lock has expired; the sent-ledger decides what is left to send then.
-            wait = lock_remaining(job.id, client=self.client) + 1
-            log.info("job %s: another copy holds the run lock; again in %d s", job.id, wait)
-            return self._defer(
-                time.time() + wait,
-                "another copy of this job is being sent",
-                consume_attempt=False,
-                release_lock=False,
+        crash_point("taken")
+        claim, blocked, pause = claim_attempt(
+            self.client, self.job, self.owner, self.queue, self.settings
+        )
+        if claim.verdict != "claimed":
+            # A stale copy of the message: another worker holds the job under a live lease
+            # (its lease returns it if that worker dies), or it has ended, or it waits.
+            log.info(
+                "job %s: %s (%s); this copy does nothing",
+                self.job.id,
+                claim.verdict,
+                claim.state or f"lease {claim.busy_for:.0f} s",
             )
+            return self._result("duplicate", found=claim.state or "sending")
+        self.claimed = True
+        crash_point("claimed")
+        if claim.payload is not None:  # the record's copy: its attempt and sent recipients
+            self.job = EmailJob.from_payload(claim.payload)
+        self.outcome.sent.update(claim.sent)
+        if claim.rescues > MAX_RESCUES:
+            reason = f"its worker died {claim.rescues} times while sending it"
+            return self._dead(reason, None, "", "rescued too often")
+        keeper().hold(self.job.id, self.owner, attempt_bound(self.job, self.settings))
         try:
             return self._attempt(blocked, pause)
-        except BaseException:
-            # Every normal exit releases the lock in _commit; an unexpected error must too,
-            # or the job's next delivery would be refused as a duplicate.
-            pipe = self.client.pipeline(transaction=False)
-            stage_let_go(pipe, job.id)
-            pipe.execute()
-            raise
-
-    def _preflight(self) -> tuple[bool, set[str], tuple[float, str] | None]:
-        """One round trip: run lock, sent-ledger, suppression list, account pause, status."""
-        job = self.job
-        account = self.settings.accounts.get(job.account)
-        lock_seconds = self.settings.smtp_timeout * 2 + 30 + self.settings.limiter.max_sleep
-        if account is not None:
-            lock_seconds += account.pool.acquire_timeout
-        pipe = self.client.pipeline(transaction=False)
-        stage_hold(pipe, job.id, lock_seconds)
-        stage_sent_lookup(pipe, job.id)
-        suppression.stage_reasons(pipe, job.recipients)
-        stage_read_pause(pipe, job.account)
-        stage_previous_state(pipe, job.id)
-        stage_status(pipe, job.id, "sending", attempt=job.attempt)
-        held, sent, flags, pause, self.previous_state, *_ = pipe.execute()
-        self.outcome.sent.update(sent)
-        blocked = {r for r, flag in zip(job.recipients, flags, strict=True) if flag is not None}
-        if job.ignore_suppression:
-            blocked = set()  # the app asked for it: e.g. a password reset to a past bounce
-        return bool(held), blocked, read_pause(pause)
+        finally:
+            keeper().release(self.job.id)
 
     def _attempt(self, blocked: set[str], pause: tuple[float, str] | None) -> dict[str, Any]:
         job = self.job
@@ -142,8 +130,6 @@ class JobRun:
         pending = tuple(
             r for r in job.recipients if r not in self.outcome.sent and r not in blocked
         )
-        if not pending and self.previous_state in ("sent", "failed"):
-            return self._already_done()  # a second delivery of a job that has ended
         if not pending:
             return self._finish()  # redelivered after a crash, or everyone suppressed
         if pause is not None:
@@ -271,7 +257,6 @@ class JobRun:
         reason: str,
         *,
         consume_attempt: bool,
-        release_lock: bool = True,
         held_by_pause: bool = False,
     ) -> dict[str, Any]:
         job = self.job
@@ -289,47 +274,41 @@ class JobRun:
             attempt=job.attempt + 1 if consume_attempt else job.attempt,
             done=tuple(self.outcome.sent),
         )
-        self._commit(
-            "deferred",
+        settled = self._settle_as(
+            "paused" if held_by_pause else "deferred",
             counts={"deferred": 1},
-            defer_until=due,
-            retry=retry,
-            release_lock=release_lock,
-            held_by_pause=held_by_pause,
+            # seconds on the Redis server's clock: a worker's fast clock moves nothing early
+            delay=max(0.0, due - time.time()),
+            held=held_by_pause,
+            payload=retry,
             error=reason,
-            next_attempt_at=due,
         )
-        return self._result("deferred", next_attempt_at=due)
+        return self._result("deferred", next_attempt_at=settled or due)
 
     def _dead(self, reason: str, code: int | None, reply: str, failure: str) -> dict[str, Any]:
         job = self.job
-        bury(job.id, job.to_payload(), reason=reason, queue=self.queue, code=code, reply=reply)
+        dead = letter(
+            job.id, job.to_payload(), reason=reason, queue=self.queue, code=code, reply=reply
+        )
+        self._settle_as(
+            "failed", counts={"dead": 1, **self._refusals()}, dead_letter=dead, error=reason
+        )
         if job.idempotency_key is not None:
             release_idempotency_key(job.idempotency_key, job.id)
-        self._commit("failed", counts={"dead": 1, **self._refusals()}, error=reason)
         log.error("job %s dead-lettered (%s)", job.id, failure)
         self._report(failure, f"email job dead-lettered ({failure}): {reason}", code, reply)
         return self._result("dead", failure=failure)
 
-    def _already_done(self) -> dict[str, Any]:
-        """Put the ended state back, count nothing twice, let the lock go."""
-        pipe = self.client.pipeline(transaction=True)
-        stage_status(pipe, self.job.id, cast(State, self.previous_state))
-        stage_discard(pipe, self.job.id)
-        stage_let_go(pipe, self.job.id)
-        pipe.execute()
-        return self._result(str(self.previous_state))
-
     def _finish(self) -> dict[str, Any]:
         if self.outcome.sent:
-            self._commit("sent", counts={"sent": 1, **self._refusals()})
+            self._settle_as("sent", counts={"sent": 1, **self._refusals()})
             return self._result("sent")
         if self.outcome.failed:  # refused for this message, not bounced: worth a look
             code, reply = self.last_refusal or (None, "")
             reason = f"every recipient refused: {code} {reply}"
             return self._dead(reason, code, reply, "refused")
         error = "every recipient bounced or is suppressed"
-        self._commit("failed", counts=self._refusals(), error=error)
+        self._settle_as("failed", counts=self._refusals(), error=error)
         if self.last_refusal is not None:  # bounced now, not merely suppressed from before
             code, reply = self.last_refusal
             self._report("bounce", f"every recipient bounced: {code} {reply}", code, reply)
@@ -363,37 +342,45 @@ class JobRun:
             "failed": len(self.outcome.failed),
         }
 
-    def _commit(
+    def _settle_as(
         self,
         state: State,
         *,
         counts: dict[str, int],
-        defer_until: float | None = None,
-        retry: EmailJob | None = None,
-        release_lock: bool = True,
-        held_by_pause: bool = False,
-        **fields: str | float,
-    ) -> None:
-        """The attempt's last word, in one transaction: status, deferred copy, run lock."""
+        delay: float | None = None,
+        held: bool = False,
+        payload: EmailJob | None = None,
+        dead_letter: dict[str, str] | None = None,
+        **fields: str,
+    ) -> float | None:
+        """The attempt's last word, one atomic step (store.lifecycle): the state, the
+        recipients, the counters and any dead letter; the due time of a wait."""
         job = self.job
-        pipe = self.client.pipeline(transaction=True)
-        if defer_until is not None and retry is not None:
-            stage_defer(pipe, job.id, retry.to_payload(), defer_until, self.queue)
-            if held_by_pause:  # `mailworker resume` makes it due at once
-                stage_held(pipe, job.account, job.id, defer_until)
-        else:
-            stage_discard(pipe, job.id)  # finished: its watchdog copy must never fire
-        stage_status(
-            pipe,
-            job.id,
-            state,
-            attempt=job.attempt,
-            recipients=self.outcome.recipients(job.recipients),
+        record = {
+            "attempt": str(payload.attempt if payload else job.attempt),
+            "recipients": json.dumps(self.outcome.recipients(job.recipients)),
             **fields,
+        }
+        if payload is not None:
+            record["payload"] = json.dumps(payload.to_payload())
+        done, due = lifecycle.settle(
+            job.id,
+            self.owner,
+            Settlement(
+                state,
+                job.account,
+                record,
+                counts,
+                delay=delay,
+                held_in=keys.held(job.account) if held else None,
+                dead_letter=dead_letter,
+            ),
+            dead_retention=self.settings.retention.dead_letters,
+            client=self.client,
         )
-        if release_lock:
-            stage_let_go(pipe, job.id)
-        stage_counts(pipe, job.account, counts)
-        if state == "sent":
-            stage_recovered(pipe, job.account)
-        pipe.execute()
+        if done:
+            crash_point("settled")
+            count_outcomes(job.account, counts)
+        else:  # stalled past its lease: the reaper gave the job to another worker
+            log.warning("job %s: lease lost before settling; the job's new holder decides", job.id)
+        return due

@@ -1,0 +1,333 @@
+"""One job, one record, one state: the state machine every job (and campaign batch) lives by.
+
+The record ``mailworker:job:<id>`` is the single source of truth: its state, attempt,
+lease, due time, payload and per-recipient results. Status, stats and dead letters are
+written by the same atomic step that moves the state (Lua in
+:mod:`mailworker.store.lifecycle_lua`, on the Redis server's clock), and each step checks
+the state it expects, so two workers can never both move one job.
+
+    state      event                          next state   effects
+    (none)     enqueue                        queued       index queued (queued_at)
+    (none)     enqueue with send_at later     scheduled    index due
+    queued     claim (a worker took it)       sending      lease; index leased
+    sending    lease lapsed (worker gone)     queued       reaper republishes; rescues+1
+    sending    claim after the lease lapsed   sending      a new lease; rescues+1
+    sending    250 for everyone left          sent         stats; TTL 7 d
+    sending    4xx, throttle, busy, quota     deferred     index due; attempt+1 if spent
+    sending    account paused                 paused       index due and held:<account>
+    sending    5xx for all, or out of tries   failed       dead letter; stats; TTL 7 d
+    scheduled  due (mover)                    queued       published
+    deferred   due (mover)                    queued       published
+    paused     due, or `mailworker resume`    queued       published
+    queued     broker message lost (reaper)   queued       a new queued_at; republished
+    waiting    cancel / expiry                cancelled / expired (terminal, TTL 7 d)
+
+A broker message whose job is ``sending`` under a live lease, already ended, or waiting
+for its time is a stale copy: the worker acks it and does nothing (:func:`claim` says
+``busy`` or ``skip``). What returns a job that nobody is sending is the reaper
+(:mod:`mailworker.worker.housekeeping`): an expired lease, or a ``queued`` job whose message
+is in neither the queue list nor kombu's unacked hash although the queue has moved past it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import redis
+
+from mailworker.store import keys
+from mailworker.store import lifecycle_lua as scripts
+from mailworker.store.client import get_redis, lua
+
+State = Literal[
+    "queued",
+    "scheduled",
+    "sending",
+    "deferred",
+    "paused",
+    "sent",
+    "failed",
+    "cancelled",
+    "expired",
+]
+TERMINAL: frozenset[str] = frozenset({"sent", "failed", "cancelled", "expired"})
+WAITING: frozenset[str] = frozenset({"queued", "scheduled", "deferred", "paused"})
+RECORD_TTL = 7 * 24 * 3600  # a terminal record's life; a waiting one lives past its due time
+JOB_PREFIX = keys.job_status("")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :func:`claim` found: ``claimed`` (ours now), ``busy`` or ``skip``."""
+
+    verdict: Literal["claimed", "busy", "skip"]
+    payload: dict[str, Any] | None = None
+    attempt: int = 1
+    rescues: int = 0
+    sent: frozenset[str] = frozenset()
+    state: str = ""  # for skip: the state the job is in
+    busy_for: float = 0.0  # for busy: seconds left on the other worker's lease
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A job to put on its queue (promoted, reaped or found lost)."""
+
+    job_id: str
+    queue: str
+    task: str | None
+    payload: dict[str, Any]
+
+
+def _client(client: redis.Redis | None) -> redis.Redis:
+    return client or get_redis()
+
+
+def enqueue(
+    job_id: str,
+    payload: dict[str, Any],
+    *,
+    queue: str,
+    account: str,
+    task: str = "",
+    send_at: float | None = None,
+    revive: bool = False,
+    client: redis.Redis | None = None,
+) -> tuple[State | Literal["exists"], float]:
+    """Create the record, ``queued`` (or ``scheduled`` when ``send_at`` is later); with
+    ``revive``, a job that ended failed, cancelled or expired starts again."""
+    state, at = lua(_client(client), scripts.ENQUEUE)(
+        keys=[keys.job_status(job_id), keys.JOBS_QUEUED, keys.JOBS_DUE],
+        args=[
+            job_id,
+            queue,
+            task,
+            account,
+            payload.get("attempt", 1),
+            payload.get("created_at", 0),
+            json.dumps(payload),
+            "" if send_at is None else send_at,
+            RECORD_TTL,
+            "1" if revive else "",
+        ],
+    )
+    return state, float(at) if at else 0.0
+
+
+def stage_claim(
+    pipe: Any,
+    job_id: str,
+    owner: str,
+    lease: float,
+    *,
+    queue: str,
+    adopt: dict[str, Any] | None = None,
+    task: str = "",
+    account: str = "",
+) -> None:
+    """Claim the job in the caller's pipeline; :func:`read_claim` decodes the reply."""
+    adopt = adopt or {}
+    lua(get_redis(), scripts.CLAIM)(
+        keys=[
+            keys.job_status(job_id),
+            keys.JOBS_QUEUED,
+            keys.JOBS_LEASED,
+            keys.claimed_mark(queue),
+            keys.sent(job_id),
+        ],
+        args=[
+            job_id,
+            owner,
+            lease,
+            json.dumps(adopt) if adopt else "",
+            queue,
+            task,
+            account,
+            adopt.get("created_at", 0),
+            adopt.get("attempt", 1),
+            RECORD_TTL,
+        ],
+        client=pipe,
+    )
+
+
+def read_claim(reply: list[Any]) -> Claim:
+    verdict = reply[0]
+    if verdict == "busy":
+        return Claim("busy", busy_for=float(reply[1]))
+    if verdict == "skip":
+        return Claim("skip", state=str(reply[1]))
+    return Claim(
+        "claimed",
+        payload=json.loads(reply[1]),
+        attempt=int(reply[2] or 1),
+        rescues=int(reply[3] or 0),
+        sent=frozenset(reply[4:]),
+    )
+
+
+def claim(
+    job_id: str,
+    owner: str,
+    lease: float,
+    *,
+    queue: str,
+    adopt: dict[str, Any] | None = None,
+    account: str = "",
+    client: redis.Redis | None = None,
+) -> Claim:
+    pipe = _client(client).pipeline(transaction=False)
+    stage_claim(pipe, job_id, owner, lease, queue=queue, adopt=adopt, account=account)
+    return read_claim(pipe.execute()[0])
+
+
+def renew(
+    leases: dict[str, str], lease: float, *, client: redis.Redis | None = None
+) -> dict[str, bool]:
+    """Extend every lease in ``leases`` (job id -> owner); which ones are still held."""
+    if not leases:
+        return {}
+    client = _client(client)
+    pipe = client.pipeline(transaction=False)
+    for job_id, owner in leases.items():
+        lua(client, scripts.RENEW)(
+            keys=[keys.job_status(job_id), keys.JOBS_LEASED],
+            args=[job_id, owner, lease],
+            client=pipe,
+        )
+    return {job_id: bool(held) for job_id, held in zip(leases, pipe.execute(), strict=True)}
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How an attempt ends: the new state and everything written with it."""
+
+    state: State
+    account: str
+    fields: dict[str, str]
+    counts: dict[str, int]
+    due: float | None = None  # an absolute time
+    delay: float | None = None  # or seconds from now on the server's clock
+    # A set that can release the job early (an account's pause: `mailworker resume`; a
+    # campaign's parked batches), and how long it outlives the due time.
+    held_in: str | None = None
+    held_for: float = 3600.0
+    dead_letter: dict[str, str] | None = None
+    counters: str | None = None  # default: the account's stats hash
+    notes_in: str | None = None  # a hash of notes written with it (why recipients failed)
+    notes: dict[str, str] = field(default_factory=dict)
+    keep_for: float = RECORD_TTL  # the record's life once settled
+
+
+def settle(
+    job_id: str,
+    owner: str,
+    settlement: Settlement,
+    *,
+    dead_retention: float,
+    client: redis.Redis | None = None,
+) -> tuple[bool, float | None]:
+    """Move the job out of ``sending``: ``(done, due)``; not done if the lease was lost."""
+    s = settlement
+    done, due = lua(_client(client), scripts.SETTLE)(
+        keys=[
+            keys.job_status(job_id),
+            keys.JOBS_LEASED,
+            keys.JOBS_DUE,
+            s.counters or keys.stats(s.account),
+            s.held_in or keys.held(s.account),
+            keys.DEAD,
+            keys.dead_letter(job_id),
+            keys.account(s.account, "failing-since"),
+            keys.account(s.account, "failing-alerted"),
+            s.notes_in or keys.job_status(job_id),
+        ],
+        args=[
+            job_id,
+            owner,
+            s.state,
+            "" if s.due is None else s.due,
+            "" if s.delay is None else s.delay,
+            json.dumps(s.fields),
+            json.dumps(s.counts),
+            json.dumps(s.dead_letter) if s.dead_letter is not None else "",
+            s.keep_for,
+            dead_retention,
+            "" if s.held_in is None else s.held_for,
+            json.dumps(s.notes),
+        ],
+    )
+    return bool(done), float(due) if due else None
+
+
+def _ready(raw: list[Any]) -> list[Ready]:
+    return [
+        Ready(job_id, queue, task or None, json.loads(payload))
+        for job_id, queue, task, payload in zip(
+            raw[::4], raw[1::4], raw[2::4], raw[3::4], strict=True
+        )
+        if payload
+    ]
+
+
+def promote_due(*, limit: int = 200, client: redis.Redis | None = None) -> list[Ready]:
+    """Waiting jobs whose time has come, now ``queued``: the caller publishes them."""
+    raw = lua(_client(client), scripts.PROMOTE)(
+        keys=[keys.JOBS_DUE, keys.JOBS_QUEUED], args=[JOB_PREFIX, limit]
+    )
+    return _ready(raw)
+
+
+def reap_leases(*, limit: int = 200, client: redis.Redis | None = None) -> list[Ready]:
+    """Jobs whose lease lapsed, now ``queued`` again: the caller publishes them."""
+    raw = lua(_client(client), scripts.REAP)(
+        keys=[keys.JOBS_LEASED, keys.JOBS_QUEUED], args=[JOB_PREFIX, limit]
+    )
+    return _ready(raw)
+
+
+def requeue_lost(job_id: str, queued_at: str, *, client: redis.Redis | None = None) -> Ready | None:
+    """Give a lost ``queued`` job a new queued_at, unless it moved since it was judged."""
+    raw = lua(_client(client), scripts.REQUEUE_LOST)(
+        keys=[keys.job_status(job_id), keys.JOBS_QUEUED], args=[job_id, queued_at]
+    )
+    return _ready([job_id, *raw])[0] if raw else None
+
+
+def end_waiting(
+    job_id: str,
+    state: Literal["cancelled", "expired"],
+    reason: str,
+    *,
+    client: redis.Redis | None = None,
+) -> str:
+    """End a job nobody is sending; the state it was in, or ``''`` if it was not waiting."""
+    return str(
+        lua(_client(client), scripts.END_WAITING)(
+            keys=[keys.job_status(job_id), keys.JOBS_QUEUED, keys.JOBS_DUE],
+            args=[job_id, state, reason, RECORD_TTL],
+        )
+    )
+
+
+def status_of(job_id: str, *, client: redis.Redis | None = None) -> str | None:
+    """The job's state, or ``None`` if there is no record."""
+    found = _client(client).hget(keys.job_status(job_id), "state")
+    return None if found is None else str(found)
+
+
+def due_at(job_id: str, *, client: redis.Redis | None = None) -> float | None:
+    """When a waiting job (scheduled, deferred, paused) is due, or ``None``."""
+    score = _client(client).zscore(keys.JOBS_DUE, job_id)
+    return float(score) if score is not None else None
+
+
+def forget(job_id: str, *, client: redis.Redis | None = None) -> None:
+    """Drop a job that was never queued (its enqueue failed): record and index entries."""
+    pipe = _client(client).pipeline(transaction=True)
+    pipe.delete(keys.job_status(job_id))
+    pipe.zrem(keys.JOBS_QUEUED, job_id)
+    pipe.zrem(keys.JOBS_DUE, job_id)
+    pipe.execute()
