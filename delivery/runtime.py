@@ -31,7 +31,7 @@ from mailworker.settings import Settings, SmtpAccount, get_settings
 from mailworker.store.client import client_options
 from mailworker.store.connect import async_client
 from mailworker.store.job import EmailJob
-from mailworker.store.ledger import mark_sent_async
+from mailworker.store.lifecycle import mark_sent_async
 
 # Asked before each message of a batch: ``None`` to send it, or why not (see Stopped).
 Proceed = Callable[[], Awaitable[str | None]]

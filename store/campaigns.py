@@ -25,7 +25,7 @@ import redis.asyncio
 
 from mailworker.settings import get_settings
 from mailworker.store import keys
-from mailworker.store.client import Fields, get_redis, lua, text_map
+from mailworker.store.client import Fields, get_redis, lua, stage_script, text_map
 
 STATES = ("running", "paused", "cancelled")
 # Counters per campaign: recipients by where they are now.
@@ -220,10 +220,11 @@ def stage_claim_recipients(
 ) -> None:
     """Claim each address for the batch ``lineage`` in the caller's pipeline: the reply
     holds GO, SENT or ELSEWHERE (another batch owns it) per address."""
-    lua(get_redis(), _CLAIM_RECIPIENTS)(
+    stage_script(
+        pipe,
+        _CLAIM_RECIPIENTS,
         keys=[keys.campaign(campaign_id, "recipients")],
         args=[lineage, *(recipient_key(a) for a in addresses)],
-        client=pipe,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, cast
@@ -66,6 +67,31 @@ def text_map(reply: Any) -> dict[str, str]:
 def texts(reply: Any) -> list[str | None]:
     """A list of values (HMGET, ZRANGE) read through one of mailworker's clients."""
     return cast(list[str | None], reply)
+
+
+def stage_script(pipe: Any, source: str, keys: list[str], args: list[Any]) -> None:
+    """Run ``source`` in the caller's pipeline as one EVALSHA. A redis-py Script in a
+    pipeline asks SCRIPT EXISTS on every execute (a command per message on the hot path);
+    this only sends the EVALSHA. Run the pipeline with :func:`execute_scripted`."""
+    pipe.mailworker_scripts = [*getattr(pipe, "mailworker_scripts", []), source]
+    pipe.evalsha(hashlib.sha1(source.encode()).hexdigest(), len(keys), *keys, *args)
+
+
+def execute_scripted(client: redis.Redis, build: Any) -> list[Any]:
+    """The pipeline ``build(pipe)`` stages, executed. Where Redis does not know a script
+    yet (first use, a restart, a failover) it is loaded and the pipeline runs once more:
+    every command staged this way must be safe to run twice (the claim steps are)."""
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            for source in getattr(pipe, "mailworker_scripts", []):
+                client.script_load(source)
+    raise AssertionError("unreachable")
 
 
 @lru_cache(maxsize=64)

@@ -6,7 +6,6 @@ them together (kombu's transport cannot run on a Cluster, but the scripts stay p
 
     key (prefix mailworker:)         type  owner                   end
     job:<id>                         HASH  store.lifecycle         TTL 7 d (past its due time)
-    sent:<id>                        SET   store.ledger            TTL 30 d
     idem:<key>                       STR   store.ledger            TTL 7 d; deleted if the job dies
     jobs:queued                      ZSET  store.lifecycle         members leave when claimed
     jobs:due                         ZSET  store.lifecycle         members leave when promoted
@@ -50,10 +49,6 @@ CELERY_PREFIX = f"{PREFIX}celery:"  # kombu's keys: queues, unacked jobs, bindin
 
 def job_status(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
-
-
-def sent(job_id: str) -> str:
-    return f"{PREFIX}sent:{job_id}"
 
 
 def idempotency(key: str) -> str:

@@ -1,9 +1,8 @@
-"""What must never happen twice: the sent-ledger and idempotency keys.
+"""Idempotency keys: one job per key an app gives, for IDEMPOTENCY_TTL.
 
-mailworker:sent:<job id>        SET   recipients that got 250 to DATA for this job
 mailworker:idem:<key>           STR   the job id that claimed an idempotency key
 
-The claim step (store.lifecycle) reads the sent-ledger with the job's record.
+(The sent-ledger, recipients that got a 250, lives in the job's record: store.lifecycle.)
 """
 
 from __future__ import annotations
@@ -14,18 +13,7 @@ import redis.asyncio
 from mailworker.store import keys
 from mailworker.store.client import get_redis
 
-LEDGER_TTL = 30 * 24 * 3600
 IDEMPOTENCY_TTL = 7 * 24 * 3600
-
-
-async def mark_sent_async(
-    client: redis.asyncio.Redis, job_id: str, recipients: tuple[str, ...]
-) -> None:
-    """Record recipients that got 250; called on the worker's event loop right after it."""
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.sadd(keys.sent(job_id), *recipients)
-        pipe.expire(keys.sent(job_id), LEDGER_TTL)
-        await pipe.execute()
 
 
 def claim_idempotency_key(key: str, job_id: str, *, client: redis.Redis | None = None) -> str:

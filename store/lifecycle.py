@@ -32,14 +32,16 @@ is in neither the queue list nor kombu's unacked hash although the queue has mov
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
+import redis.asyncio
 
 from mailworker.store import keys
 from mailworker.store import lifecycle_lua as scripts
-from mailworker.store.client import get_redis, lua
+from mailworker.store.client import execute_scripted, get_redis, lua, stage_script
 
 State = Literal[
     "queued",
@@ -66,7 +68,9 @@ class Claim:
     payload: dict[str, Any] | None = None
     attempt: int = 1
     rescues: int = 0
-    sent: frozenset[str] = frozenset()
+    sent: frozenset[str] = frozenset()  # recipients that got a 250 in an earlier attempt
+    suppressed: tuple[bool, ...] = ()  # per address given to the claim, in order
+    pause: dict[str, str] = field(default_factory=dict)  # the account's pause record
     state: str = ""  # for skip: the state the job is in
     busy_for: float = 0.0  # for busy: seconds left on the other worker's lease
 
@@ -126,16 +130,21 @@ def stage_claim(
     adopt: dict[str, Any] | None = None,
     task: str = "",
     account: str = "",
+    suppression_forms: Iterable[str] = (),
 ) -> None:
-    """Claim the job in the caller's pipeline; :func:`read_claim` decodes the reply."""
+    """Claim the job in the caller's pipeline (one EVALSHA); :func:`read_claim` decodes
+    the reply. ``suppression_forms``: the recipients as the suppression list keys them."""
     adopt = adopt or {}
-    lua(get_redis(), scripts.CLAIM)(
+    stage_script(
+        pipe,
+        scripts.CLAIM,
         keys=[
             keys.job_status(job_id),
             keys.JOBS_QUEUED,
             keys.JOBS_LEASED,
             keys.claimed_mark(queue),
-            keys.sent(job_id),
+            keys.SUPPRESSED,
+            keys.paused(account),
         ],
         args=[
             job_id,
@@ -148,8 +157,8 @@ def stage_claim(
             adopt.get("created_at", 0),
             adopt.get("attempt", 1),
             RECORD_TTL,
+            *suppression_forms,
         ],
-        client=pipe,
     )
 
 
@@ -159,12 +168,16 @@ def read_claim(reply: list[Any]) -> Claim:
         return Claim("busy", busy_for=float(reply[1]))
     if verdict == "skip":
         return Claim("skip", state=str(reply[1]))
+    flags = int(reply[6])
+    pause = {"until": reply[4], "reason": reply[5]} if reply[4] else {}
     return Claim(
         "claimed",
         payload=json.loads(reply[1]),
         attempt=int(reply[2] or 1),
         rescues=int(reply[3] or 0),
-        sent=frozenset(reply[4:]),
+        suppressed=tuple(flag == "1" for flag in reply[7 : 7 + flags]),
+        pause=pause,
+        sent=frozenset(reply[7 + flags :]),
     )
 
 
@@ -176,11 +189,36 @@ def claim(
     queue: str,
     adopt: dict[str, Any] | None = None,
     account: str = "",
+    suppression_forms: Iterable[str] = (),
     client: redis.Redis | None = None,
 ) -> Claim:
-    pipe = _client(client).pipeline(transaction=False)
-    stage_claim(pipe, job_id, owner, lease, queue=queue, adopt=adopt, account=account)
-    return read_claim(pipe.execute()[0])
+    def build(pipe: Any) -> None:
+        stage_claim(
+            pipe,
+            job_id,
+            owner,
+            lease,
+            queue=queue,
+            adopt=adopt,
+            account=account,
+            suppression_forms=suppression_forms,
+        )
+
+    return read_claim(execute_scripted(_client(client), build)[0])
+
+
+async def mark_sent_async(
+    client: redis.asyncio.Redis, job_id: str, recipients: tuple[str, ...]
+) -> None:
+    """Write down recipients that got a 250, on the worker's loop right after it."""
+    await lua(client, scripts.MARK_SENT)(keys=[keys.job_status(job_id)], args=list(recipients))
+
+
+def mark_sent(
+    job_id: str, recipients: tuple[str, ...], *, client: redis.Redis | None = None
+) -> None:
+    """:func:`mark_sent_async` for synchronous callers."""
+    lua(_client(client), scripts.MARK_SENT)(keys=[keys.job_status(job_id)], args=list(recipients))
 
 
 def renew(
@@ -316,6 +354,12 @@ def status_of(job_id: str, *, client: redis.Redis | None = None) -> str | None:
     """The job's state, or ``None`` if there is no record."""
     found = _client(client).hget(keys.job_status(job_id), "state")
     return None if found is None else str(found)
+
+
+def sent_to(job_id: str, *, client: redis.Redis | None = None) -> set[str]:
+    """Recipients written down as having got a 250 for this job (the sent-ledger)."""
+    fields = _client(client).hkeys(keys.job_status(job_id))
+    return {str(f)[5:] for f in fields if str(f).startswith("sent:")}
 
 
 def due_at(job_id: str, *, client: redis.Redis | None = None) -> float | None:

@@ -82,11 +82,14 @@ return out
 """
 )
 
-# A worker takes the job: `queued` (or `sending` whose lease has lapsed) -> `sending`.
-# KEYS: job, queued, leased, mark (the queue's claimed high-water mark), sent ledger.
-# ARGV: id, owner, lease seconds, adopt payload ('' = none), queue, task, account,
-# created_at, attempt, ttl.
-# Returns {'claimed', payload, attempt, rescues, sent...} | {'busy', seconds} | {'skip', state}
+# A worker takes the job: `queued` (or `sending` whose lease has lapsed) -> `sending`, and
+# reads in the same step what the attempt needs: who got a 250 already (the record's
+# `sent:<address>` fields), which recipients are suppressed, and the account's pause.
+# KEYS: job, queued, leased, mark (the queue's claimed high-water mark), suppressed, the
+# account's pause. ARGV: id, owner, lease seconds, adopt payload ('' = none), queue, task,
+# account, created_at, attempt, ttl, then the recipients' suppression-list forms.
+# Returns {'busy', seconds} | {'skip', state} | {'claimed', payload, attempt, rescues,
+# pause until, pause reason, n, n suppression flags ('' or '1'), sent addresses...}
 CLAIM = (
     _PROLOGUE
     + """
@@ -100,9 +103,14 @@ if not state then
   state = 'queued'
 end
 if state == 'sending' then
-  local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
-  if lease > now then return {'busy', tostring(lease - now)} end
-  redis.call('HINCRBY', KEYS[1], 'rescues', 1)  -- its worker vanished mid-attempt
+  local f = redis.call('HMGET', KEYS[1], 'lease_until', 'owner')
+  if f[2] == ARGV[2] then
+    -- this very claim again (its pipeline ran twice): the same answer
+  elseif tonumber(f[1] or '0') > now then
+    return {'busy', tostring(tonumber(f[1]) - now)}
+  else
+    redis.call('HINCRBY', KEYS[1], 'rescues', 1)  -- its worker vanished mid-attempt
+  end
 elseif state ~= 'queued' then
   return {'skip', state}
 end
@@ -117,11 +125,28 @@ if queued_at > tonumber(redis.call('GET', KEYS[4]) or '0') then
 end
 keep(KEYS[1], 'sending', nil, tonumber(ARGV[10]))
 local f = redis.call('HMGET', KEYS[1], 'payload', 'attempt', 'rescues')
-local out = {'claimed', f[1], f[2], f[3]}
-for _, r in ipairs(redis.call('SMEMBERS', KEYS[5])) do table.insert(out, r) end
+local pause = redis.call('HMGET', KEYS[6], 'until', 'reason')
+local out = {'claimed', f[1], f[2], f[3], pause[1] or '', pause[2] or '', #ARGV - 10}
+if #ARGV > 10 then
+  for _, reason in ipairs(redis.call('HMGET', KEYS[5], unpack(ARGV, 11))) do
+    table.insert(out, reason and '1' or '')
+  end
+end
+local fields = redis.call('HKEYS', KEYS[1])
+for _, name in ipairs(fields) do
+  if string.sub(name, 1, 5) == 'sent:' then table.insert(out, string.sub(name, 6)) end
+end
 return out
 """
 )
+
+# Recipients the server accepted, written down the moment it answered (the sent-ledger):
+# fields of the job's record, so they live and end with it. KEYS: job. ARGV: addresses.
+MARK_SENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, address in ipairs(ARGV) do redis.call('HSET', KEYS[1], 'sent:' .. address, '1') end
+return 1
+"""
 
 # The holder extends its lease. KEYS: job, leased. ARGV: id, owner, lease seconds.
 RENEW = (

@@ -24,7 +24,9 @@ def status(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] 
     raw = text_map((client or get_redis()).hgetall(keys.job_status(job_id)))
     if not raw:
         return None
-    record: dict[str, Any] = {k: v for k, v in raw.items() if k not in _PRIVATE}
+    record: dict[str, Any] = {
+        k: v for k, v in raw.items() if k not in _PRIVATE and not k.startswith("sent:")
+    }
     if "recipients" in record:
         record["recipients"] = json.loads(record["recipients"])
     for number in ("attempt", "rescues"):

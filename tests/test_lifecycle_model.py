@@ -191,9 +191,9 @@ class JobMachine(RuleBasedStateMachine):
 
     def _accepted(self, job_id: str) -> None:
         """The server said 250; the worker writes it down first thing (the sent-ledger)."""
-        if self.client.sadd(keys.sent(job_id), "r@example.com"):
+        if "r@example.com" not in lifecycle.sent_to(job_id, client=self.client):
             self.sends[job_id] += 1
-        self.client.expire(keys.sent(job_id), 60)
+        lifecycle.mark_sent(job_id, ("r@example.com",), client=self.client)
 
     def _settle(
         self,
@@ -281,7 +281,7 @@ class JobMachine(RuleBasedStateMachine):
             if state == "sent":
                 assert self.sends[job_id] == 1
         for job_id in self.jobs:  # the next example reuses these ids
-            self.client.delete(keys.job_status(job_id), keys.sent(job_id))
+            self.client.delete(keys.job_status(job_id))
             self.client.delete(keys.dead_letter(job_id))
         self.client.delete(keys.JOBS_QUEUED, keys.JOBS_DUE, keys.JOBS_LEASED, keys.DEAD)
         self.client.delete(keys.held(ACCOUNT), keys.paused(ACCOUNT), keys.stats(ACCOUNT))

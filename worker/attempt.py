@@ -10,10 +10,11 @@ import redis
 
 from mailworker.delivery.classify import Verdict
 from mailworker.settings import Settings
-from mailworker.store import lifecycle, suppression
+from mailworker.store import lifecycle
+from mailworker.store.addresses import normalize_address
 from mailworker.store.job import EmailJob
 from mailworker.store.lifecycle import Claim
-from mailworker.store.pauses import read_pause, stage_read_pause
+from mailworker.store.pauses import read_pause
 from mailworker.worker.metrics import SEND_SECONDS
 
 log = logging.getLogger("mailworker.delivery")
@@ -67,25 +68,30 @@ def claim_attempt(
 ) -> tuple[Claim, set[str], tuple[float, str] | None]:
     """One round trip: the claim (lease, sent-ledger), the suppression list, the account's
     pause. Returns the claim, the suppressed recipients and the pause, if any."""
-    lease = settings.recovery.lease
-    pipe = client.pipeline(transaction=False)
-    lifecycle.stage_claim(pipe, job.id, owner, lease, queue=queue)
-    suppression.stage_reasons(pipe, job.recipients)
-    stage_read_pause(pipe, job.account)
-    reply, flags, pause = pipe.execute()
-    claim = lifecycle.read_claim(reply)
+    forms = [normalize_address(r) for r in job.recipients]
+    claim = lifecycle.claim(
+        job.id,
+        owner,
+        settings.recovery.lease,
+        queue=queue,
+        account=job.account,
+        suppression_forms=forms,
+        client=client,
+    )
     if claim.verdict == "skip" and claim.state == "unknown":
         # No record: queued by mailworker 0.1, or kept past the record's life. Adopt it.
         claim = lifecycle.claim(
             job.id,
             owner,
-            lease,
+            settings.recovery.lease,
             queue=queue,
             adopt=job.to_payload(),
             account=job.account,
+            suppression_forms=forms,
             client=client,
         )
-    blocked = {r for r, flag in zip(job.recipients, flags, strict=True) if flag is not None}
+    flags = claim.suppressed
+    blocked = {r for r, flag in zip(job.recipients, flags, strict=False) if flag}
     if job.ignore_suppression:
         blocked = set()  # the app asked for it: e.g. a password reset to a past bounce
-    return claim, blocked, read_pause(pause)
+    return claim, blocked, read_pause(claim.pause)

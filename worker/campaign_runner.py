@@ -35,7 +35,7 @@ from mailworker.observe.sentry import report
 from mailworker.settings import Settings, get_settings
 from mailworker.store import campaigns as state
 from mailworker.store import keys, lifecycle, suppression
-from mailworker.store.client import get_redis
+from mailworker.store.client import execute_scripted, get_redis
 from mailworker.store.dead import bury, letter
 from mailworker.store.lifecycle import Settlement, State
 from mailworker.store.pauses import pause_account, paused_until, stage_held
@@ -115,16 +115,16 @@ class BatchRun:
 
     def _claim(self) -> list[Recipient] | None:
         """Claim the batch; who is neither sent already nor suppressed (one round trip)."""
-        batch = self.batch
-        pipe = self.client.pipeline(transaction=False)
-        lifecycle.stage_claim(
-            pipe, batch["id"], self.owner, self.settings.recovery.lease, queue=self.queue
-        )
+        batch, lease = self.batch, self.settings.recovery.lease
         addresses = [address for _, address, _ in self.recipients]
         lineage = batch["id"].split(".")[0]  # a batch and its retry children
-        state.stage_claim_recipients(pipe, self.campaign, lineage, addresses)
-        suppression.stage_reasons(pipe, addresses)
-        reply, claims, flags = pipe.execute()
+
+        def build(pipe: Any) -> None:
+            lifecycle.stage_claim(pipe, batch["id"], self.owner, lease, queue=self.queue)
+            state.stage_claim_recipients(pipe, self.campaign, lineage, addresses)
+            suppression.stage_reasons(pipe, addresses)
+
+        reply, claims, flags = execute_scripted(self.client, build)
         claim = lifecycle.read_claim(reply)
         if claim.verdict == "skip" and claim.state == "unknown":  # queued before 0.2: adopt
             claim = lifecycle.claim(
