@@ -5,7 +5,7 @@ Keys under a ``{...}`` hash tag share one Redis Cluster slot, so one Lua script 
 them together (kombu's transport cannot run on a Cluster, but the scripts stay portable).
 
     key (prefix mailworker:)         type  owner                   end
-    job:<id>                         HASH  store.lifecycle         TTL 7 d (past its due time)
+    job:<id>                         HASH  store.lifecycle         TTL 7 d (see below)
     idem:<key>                       STR   store.ledger            TTL 7 d; deleted if the job dies
     jobs:queued                      ZSET  store.lifecycle         members leave when claimed
     jobs:due                         ZSET  store.lifecycle         members leave when promoted
@@ -28,13 +28,17 @@ them together (kombu's transport cannot run on a Cluster, but the scripts stay p
     {account:<a>}:failing-alerted    STR   worker.failing          TTL 1 h or the threshold
     {campaign:<id>}:meta             HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
     {campaign:<id>}:counts           HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
-    {campaign:<id>}:batches          BITS  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
-    {campaign:<id>}:sent             BITS  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
+    {campaign:<id>}:batch-ids        SET   store.campaigns         TTL CAMPAIGN_RETENTION, renewed
+    {campaign:<id>}:recipients       HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
     {campaign:<id>}:errors           HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
+    {campaign:<id>}:parked           ZSET  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
 
-Campaign keys get CAMPAIGN_RETENTION again on every write (all five together, so they
-end together after the last activity); `mailworker dead purge [--older-than AGE]` deletes
-dead letters early. The stats hashes are a few counters per account, kept as its totals.
+A job's record holds its sent-ledger (``sent:<address>`` fields) and lives 7 days after it
+ended, or (waiting) 7 days past its due time; a parked campaign batch's record lives
+CAMPAIGN_RETENTION. Campaign keys get CAMPAIGN_RETENTION again on every write (all six
+together, so they end together after the last activity); `mailworker dead purge
+[--older-than AGE]` deletes dead letters early. The stats hashes are a few counters per
+account, kept as its totals.
 
 Celery's Redis transport (kombu) owns every key under ``mailworker:celery:`` (kombu's
 ``global_keyprefix``): the queue lists (``email``, ``bulk``, see :func:`queue_key`),
