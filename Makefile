@@ -21,7 +21,7 @@ test: $(INSTALLED)
 	$(PY) -m pytest
 
 # mypy reads the package as installed: the repository's folders linked under one name.
-PARTS := settings store observe delivery tasks worker cli dev
+PARTS := settings store observe delivery feedback tasks worker cli dev
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -30,7 +30,7 @@ from mailworker.dev.devserver import DevServer
 from mailworker.worker.commands import celery_worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("settings", "store", "observe", "delivery", "tasks", "worker", "cli", "dev")
+PARTS = ("settings", "store", "observe", "delivery", "feedback", "tasks", "worker", "cli", "dev")
 USER, PASSWORD = "bench@example.com", "bench-password"
 _PRODUCE = """
 import sys

@@ -13,6 +13,7 @@ core, the Redis state) never loads the others. The parts, from the ground up:
     mailworker.store      every Redis key and record (jobs, ledgers, pauses, dead letters)
     mailworker.observe    Sentry, log formatting, address masking
     mailworker.delivery   the Celery-free core: message, SMTP sessions, limits, decisions
+    mailworker.feedback   what comes back after the 250: bounces, complaints, auto-replies
     mailworker.tasks      the producer API and the Celery app
     mailworker.worker     the Celery worker process: task bodies, housekeeping, lifecycle, metrics
     mailworker.cli        the ``mailworker`` command

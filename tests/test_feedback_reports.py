@@ -1,0 +1,211 @@
+"""What a returned message means: real bounces (flufl.bounce's corpus, Apache-2.0, in
+tests/corpus/bounces) and DSNs, ARF complaints and auto-replies shaped as Postfix, Gmail
+and Outlook send them. Only a recipient that clearly does not exist is a hard bounce: a
+wrong suppression is data loss, so anything vague is soft (counted, not suppressed).
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from mailworker.feedback.reports import read_report
+
+CORPUS = Path(__file__).parent / "corpus" / "bounces"
+JOB = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+
+def _original(to: str = "ann@example.com") -> EmailMessage:
+    original = EmailMessage()
+    original["From"] = "App <app@example.com>"
+    original["To"] = to
+    original["Subject"] = "Your receipt"
+    original["Message-ID"] = f"<{JOB}@example.com>"
+    original.set_content("Thanks.")
+    return original
+
+
+def _dsn(*blocks: str, headers_only: bool = False) -> bytes:
+    """A multipart/report DSN as Postfix and Exim write it (RFC 3464)."""
+    original = _original().as_string()
+    if headers_only:
+        returned = "Content-Type: text/rfc822-headers\n\n" + original.split("\n\n", 1)[0]
+    else:
+        returned = "Content-Type: message/rfc822\n\n" + original
+    fields = "Reporting-MTA: dns; mx.example.net\n\n" + "\n\n".join(blocks)
+    text = f"""From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
+To: app@example.com
+Subject: Undelivered Mail Returned to Sender
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+I'm sorry to have to inform you that your message could not be delivered.
+
+--B
+Content-Type: message/delivery-status
+
+{fields}
+
+--B
+{returned}
+--B--
+"""
+    return text.replace("\n", "\r\n").encode()
+
+
+def _complaint_report(recipient: str) -> bytes:
+    """An ARF report (RFC 5965) as Yahoo's feedback loop sends it."""
+    original = _original(recipient).as_string()
+    text = f"""From: feedback@arf.mail.yahoo.com
+Subject: FW: Your receipt
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="A"
+
+--A
+Content-Type: text/plain
+
+This is an email abuse report for an email message received.
+
+--A
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: Yahoo!-Mail-Feedback/2.0
+Version: 1
+Original-Rcpt-To: <{recipient}>
+
+--A
+Content-Type: message/rfc822
+
+{original}
+--A--
+"""
+    return text.replace("\n", "\r\n").encode()
+
+
+def _block(recipient: str, action: str, status: str, diagnostic: str = "") -> str:
+    lines = [f"Final-Recipient: rfc822; {recipient}", f"Action: {action}", f"Status: {status}"]
+    if diagnostic:
+        lines.append(f"Diagnostic-Code: smtp; {diagnostic}")
+    return "\n".join(lines)
+
+
+def test_a_postfix_user_unknown_is_a_hard_bounce_of_that_job() -> None:
+    raw = _dsn(
+        _block(
+            "ann@example.com",
+            "failed",
+            "5.1.1",
+            "550 5.1.1 <ann@example.com>: Recipient address rejected: "
+            "User unknown in local recipient table",
+        )
+    )
+    report = read_report(raw)
+    assert report.kind == "bounce" and report.job_id == JOB
+    [recipient] = report.recipients
+    assert (recipient.address, recipient.severity, recipient.status) == (
+        "ann@example.com",
+        "hard",
+        "5.1.1",
+    )
+    assert "User unknown" in recipient.diagnostic
+
+
+def test_a_multi_recipient_dsn_judges_each_recipient_on_its_own() -> None:
+    raw = _dsn(
+        _block(
+            "gone@example.com",
+            "failed",
+            "5.1.1",
+            "550 5.1.1 The email account that you tried to reach does not exist.",
+        ),
+        _block(
+            "full@example.com",
+            "failed",
+            "5.2.2",
+            "552 5.2.2 The email account that you tried to reach is over quota.",
+        ),
+        _block(
+            "slow@example.com",
+            "delayed",
+            "4.4.1",
+            "connect to mx.example.org: Connection timed out",
+        ),
+        _block("spam@example.com", "failed", "5.7.1", "550 5.7.1 Message rejected as spam"),
+        headers_only=True,
+    )
+    report = read_report(raw)
+    assert report.job_id == JOB
+    assert {r.address: r.severity for r in report.recipients} == {
+        "gone@example.com": "hard",
+        "full@example.com": "soft",  # a full mailbox is never a reason to suppress
+        "slow@example.com": "delayed",  # news, not a failure
+        "spam@example.com": "soft",  # refused for this message, the person exists
+    }
+
+
+def test_an_arf_complaint_names_the_recipient_and_the_job() -> None:
+    found = read_report(_complaint_report("carl@example.com"))
+    assert found.kind == "complaint" and found.job_id == JOB
+    [recipient] = found.recipients
+    assert (recipient.address, recipient.severity, recipient.feedback_type) == (
+        "carl@example.com",
+        "complaint",
+        "abuse",
+    )
+
+
+def test_an_out_of_office_reply_is_not_a_bounce() -> None:
+    reply = EmailMessage()
+    reply["From"] = "Ann <ann@example.com>"
+    reply["Subject"] = "Automatic reply: Your receipt"
+    reply["Auto-Submitted"] = "auto-replied"
+    reply["In-Reply-To"] = f"<{JOB}@example.com>"
+    reply.set_content("I am out of the office until Monday.")
+    report = read_report(reply.as_bytes())
+    assert report.kind == "auto-reply" and report.recipients == () and report.job_id == JOB
+
+
+def test_a_message_that_is_no_report_changes_nothing() -> None:
+    note = EmailMessage()
+    note["From"] = "someone@example.org"
+    note["Subject"] = "hello"
+    note.set_content("just a note")
+    assert read_report(note.as_bytes()).kind == "unknown"
+    assert read_report(b"\x00\xff not even mail").recipients == ()
+
+
+# Real DSNs from real MTAs (flufl.bounce's test data). Vague permanent codes (5.0.0 with
+# "disk quota", 5.0.0 alone, an X.400 recipient) are soft: only 5.1.1 is hard.
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("flufl_dsn_01.txt", {"userx@sims-ms-daemon": "soft"}),  # 5.0.0 disk quota
+        ("flufl_dsn_04.txt", {"HAASM@yogi.urz.example.ch": "soft"}),  # 5.0.0, no reason
+        ("flufl_dsn_05.txt", {"userx@example.cz": "delayed"}),
+        ("flufl_dsn_09.txt", {}),  # an X.400 address: not ours to judge
+        # 5.0.0, but the RCPT reply says "User unknown": the same judgement as live
+        ("flufl_dsn_10.txt", {"anne.person@dom.ain": "hard"}),
+        ("flufl_dsn_11.txt", {"joem@example.com": "hard"}),
+        ("flufl_dsn_15.txt", {"userx@example.com": "hard"}),
+    ],
+)
+def test_real_dsns_from_the_corpus(name: str, expected: dict[str, str]) -> None:
+    report = read_report((CORPUS / name).read_bytes())
+    assert report.kind == "bounce"
+    assert {r.address: r.severity for r in report.recipients} == expected
+
+
+@pytest.mark.parametrize(
+    "name", ["flufl_qmail_01.txt", "flufl_microsoft_01.txt", "flufl_simple_01.txt"]
+)
+def test_non_standard_bounces_are_never_judged_hard(name: str) -> None:
+    """qmail, old Exchange and free-text bounces are not parsed yet: they suppress nobody."""
+    report = read_report((CORPUS / name).read_bytes())
+    assert all(r.severity != "hard" for r in report.recipients)
