@@ -120,6 +120,12 @@ def _stage_keep(pipe: redis.client.Pipeline, campaign_id: str) -> None:
         pipe.expire(key, _retention())
 
 
+def state_of(campaign_id: str, *, client: redis.Redis | None = None) -> str | None:
+    """``running``, ``paused`` or ``cancelled``; ``None`` if there is no such campaign."""
+    found = _client(client).hget(keys.campaign(campaign_id, "meta"), "state")
+    return None if found is None else str(found)
+
+
 def keep(campaign_id: str, *, client: redis.Redis | None = None) -> None:
     """Every key of the campaign lives CAMPAIGN_RETENTION more (after a batch settles)."""
     pipe = _client(client).pipeline(transaction=False)

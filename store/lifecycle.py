@@ -182,29 +182,13 @@ def read_claim(reply: list[Any]) -> Claim:
 
 
 def claim(
-    job_id: str,
-    owner: str,
-    lease: float,
-    *,
-    queue: str,
-    adopt: dict[str, Any] | None = None,
-    account: str = "",
-    suppression_forms: Iterable[str] = (),
-    client: redis.Redis | None = None,
+    job_id: str, owner: str, lease: float, *, client: redis.Redis | None = None, **options: Any
 ) -> Claim:
-    def build(pipe: Any) -> None:
-        stage_claim(
-            pipe,
-            job_id,
-            owner,
-            lease,
-            queue=queue,
-            adopt=adopt,
-            account=account,
-            suppression_forms=suppression_forms,
-        )
-
-    return read_claim(execute_scripted(_client(client), build)[0])
+    """:func:`stage_claim` (same ``options``) in a pipeline of its own, its reply decoded."""
+    staged = execute_scripted(
+        _client(client), lambda pipe: stage_claim(pipe, job_id, owner, lease, **options)
+    )
+    return read_claim(staged[0])
 
 
 async def mark_sent_async(
@@ -227,15 +211,18 @@ def renew(
     """Extend every lease in ``leases`` (job id -> owner); which ones are still held."""
     if not leases:
         return {}
-    client = _client(client)
-    pipe = client.pipeline(transaction=False)
-    for job_id, owner in leases.items():
-        lua(client, scripts.RENEW)(
-            keys=[keys.job_status(job_id), keys.JOBS_LEASED],
-            args=[job_id, owner, lease],
-            client=pipe,
-        )
-    return {job_id: bool(held) for job_id, held in zip(leases, pipe.execute(), strict=True)}
+
+    def build(pipe: Any) -> None:
+        for job_id, owner in leases.items():
+            stage_script(
+                pipe,
+                scripts.RENEW,
+                [keys.job_status(job_id), keys.JOBS_LEASED],
+                [job_id, owner, lease],
+            )
+
+    held = execute_scripted(_client(client), build)
+    return {job_id: bool(still) for job_id, still in zip(leases, held, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -348,18 +335,6 @@ def end_waiting(
             args=[job_id, state, reason, RECORD_TTL],
         )
     )
-
-
-def status_of(job_id: str, *, client: redis.Redis | None = None) -> str | None:
-    """The job's state, or ``None`` if there is no record."""
-    found = _client(client).hget(keys.job_status(job_id), "state")
-    return None if found is None else str(found)
-
-
-def sent_to(job_id: str, *, client: redis.Redis | None = None) -> set[str]:
-    """Recipients written down as having got a 250 for this job (the sent-ledger)."""
-    fields = _client(client).hkeys(keys.job_status(job_id))
-    return {str(f)[5:] for f in fields if str(f).startswith("sent:")}
 
 
 def due_at(job_id: str, *, client: redis.Redis | None = None) -> float | None:

@@ -21,6 +21,12 @@ local function keep(key, state, due, ttl)
   end
   redis.call('EXPIRE', key, life)
 end
+-- Members of the sorted set `index` whose score has come (at most `limit`), removed.
+local function take_due(index, limit)
+  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do redis.call('ZREM', index, id) end
+  return ids
+end
 -- Back to `queued` (into the queued index `queued`), and onto `out` for publishing.
 local function requeue(key, id, queued, out)
   redis.call('HSET', key, 'state', 'queued', 'queued_at', tostring(now),
@@ -70,8 +76,7 @@ PROMOTE = (
     _PROLOGUE
     + """
 local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do
-  redis.call('ZREM', KEYS[1], id)
+for _, id in ipairs(take_due(KEYS[1], ARGV[2])) do
   local key = ARGV[1] .. id
   local state = redis.call('HGET', key, 'state')
   if state == 'scheduled' or state == 'deferred' or state == 'paused' then
@@ -215,8 +220,7 @@ REAP = (
     _PROLOGUE
     + """
 local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do
-  redis.call('ZREM', KEYS[1], id)
+for _, id in ipairs(take_due(KEYS[1], ARGV[2])) do
   local key = ARGV[1] .. id
   local f = redis.call('HMGET', key, 'state', 'lease_until')
   if f[1] == 'sending' and tonumber(f[2] or '0') <= now then

@@ -297,7 +297,7 @@ def _wait_for_room(campaign_id: str, max_queued_batches: int) -> bool:
     """Pace the producer: keep at most ``max_queued_batches`` batches waiting in Redis, and
     queue nothing while the campaign is paused; ``False`` once it is cancelled."""
     while True:
-        found = state.meta(campaign_id).get("state", "running")
+        found = state.state_of(campaign_id) or "running"
         if found == "cancelled":
             return False
         if found == "running" and state.waiting_batches(BULK_QUEUE) < max_queued_batches:

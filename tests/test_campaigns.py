@@ -169,21 +169,26 @@ def _batch_records(redis: Any, campaign_id: str) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _parked_or_done(redis: Any, campaign_id: str) -> bool:
+    records = _batch_records(redis, campaign_id)
+    return bool(records) and {state for state, _ in records.values()} <= {"paused", "sent"}
+
+
 @pytest.mark.slow
 def test_pause_and_cancel_stop_a_campaign_within_a_second(
     bulk_worker: DevServer, redis: Any
 ) -> None:
     paused = start_campaign(TEMPLATE, rows(600, "pause"), account="hundred", chunk_size=50)
-    while campaign_status(paused)["sent"] < 100:
-        time.sleep(0.02)
+    wait_until(lambda: campaign_status(paused)["sent"] >= 100, 60, "100 sent")
     pause(paused)
     stopped_at = time.time()
-    time.sleep(3)
+    # Every batch parked or done (none queued or running): nothing more can be sent.
+    wait_until(lambda: _parked_or_done(redis, paused), 30, "every batch parked or done")
     late = [t for t in _arrivals(bulk_worker, paused) if t > stopped_at + 1.0]
     assert late == []  # only the sessions already in a transaction finished
     # A paused campaign costs nothing: its batches are parked, no task touches them.
     before = _batch_records(redis, paused)
-    time.sleep(2)
+    time.sleep(2)  # a window to watch: no task may touch a parked batch in it
     assert _batch_records(redis, paused) == before
     assert {state for state, _ in before.values()} <= {"paused", "sent"}
     sent_while_paused = campaign_status(paused)["sent"]
@@ -194,8 +199,7 @@ def test_pause_and_cancel_stop_a_campaign_within_a_second(
     assert len(per_recipient) == 600 and set(per_recipient.values()) == {1}
 
     cancelled = start_campaign(TEMPLATE, rows(600, "cancel"), account="hundred", chunk_size=50)
-    while campaign_status(cancelled)["sent"] < 100:
-        time.sleep(0.02)
+    wait_until(lambda: campaign_status(cancelled)["sent"] >= 100, 60, "100 sent")
     cancel(cancelled)
     stopped_at = time.time()
     record = wait_until_done(cancelled, timeout=30)

@@ -18,8 +18,9 @@ import pytest
 
 from mailworker.delivery.crashpoint import STEPS
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
-from mailworker.store import broker, keys, lifecycle
+from mailworker.store import broker, keys
 from mailworker.store.client import get_redis
+from mailworker.store.status import status
 from mailworker.tasks import send_email
 from mailworker.tasks.campaign import campaign_status, start_campaign
 from tests.helpers import extra_account, wait_for_status, wait_until, worker_process
@@ -92,7 +93,7 @@ def _delivered(kind: str, job_id: str) -> bool:
     if kind == "campaign":
         found = campaign_status(job_id) or {}
         return found.get("sent") == 3
-    return lifecycle.status_of(job_id) == "sent"
+    return (status(job_id) or {}).get("state") == "sent"
 
 
 def _no_copy_left(queue: str, job_id: str) -> bool:

@@ -20,6 +20,7 @@ from mailworker.store import lifecycle
 from mailworker.store.dead import count as dead_count
 from mailworker.store.lifecycle import due_at
 from mailworker.store.pauses import paused_until
+from mailworker.store.status import status
 from mailworker.store.suppression import suppressed
 from mailworker.tasks import send_email
 from mailworker.tasks.send import enqueue
@@ -31,6 +32,7 @@ from tests.helpers import (
     send_many,
     wait_all_sent,
     wait_for_status,
+    wait_until,
     worker_process,
 )
 
@@ -249,10 +251,8 @@ def test_a_job_whose_broker_message_was_lost_is_found_and_sent_once(
         if kind == "retried":
             _deferred_by_a_worker_that_saw_a_451(job_id)
         if kind != "first attempt":
-            deadline = time.monotonic() + 5
-            while not move_due() and time.monotonic() < deadline:  # published when due
-                time.sleep(0.1)
-        assert lifecycle.status_of(job_id) == "queued"
+            wait_until(lambda: move_due() > 0, 5, "the job published when due")
+        assert (status(job_id) or {}).get("state") == "queued"
         client.delete("mailworker:celery:lost-test")  # ... and the broker lost it
         started = time.monotonic()
         with worker_process("lost-test", {"SMTP_URL_LOST": server.url()}):
@@ -277,7 +277,7 @@ def test_a_backlog_older_than_every_timeout_is_sent_exactly_once(
         job_ids = send_many(200, "backlog", queue="backlog-test")
         # No worker for twice the visibility timeout and past LOST_MESSAGE_AFTER_SECONDS:
         # every job is old, none is lost, so none may be published a second time.
-        time.sleep(max(2 * visibility, 8) + 2)
+        time.sleep(max(2 * visibility, 8) + 2)  # the scenario: time passing with no worker
         with worker_process("backlog-test", env, concurrency=8):
             wait_all_sent(job_ids, timeout=90)
             time.sleep(8 + 5 + 1)  # past LOST_MESSAGE_AFTER and a reaper round: nothing found

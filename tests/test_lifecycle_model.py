@@ -33,6 +33,7 @@ from mailworker.dev.devredis import start_private_redis
 from mailworker.store import keys, lifecycle
 from mailworker.store.lifecycle import TERMINAL, Settlement
 from mailworker.store.pauses import pause_account, resume_account
+from mailworker.store.status import status
 
 ACCOUNT = "model"
 LATER = 3600.0  # a wait nobody in the test lives to see end
@@ -180,7 +181,7 @@ class JobMachine(RuleBasedStateMachine):
         if not self.jobs:
             return
         job_id = data.draw(st.sampled_from(self.jobs))
-        before = lifecycle.status_of(job_id, client=self.client)
+        before = _state(self.client, job_id)
         was = lifecycle.end_waiting(job_id, "cancelled", "operator", client=self.client)
         assert was == (before if before in lifecycle.WAITING else "")
 
@@ -191,7 +192,7 @@ class JobMachine(RuleBasedStateMachine):
 
     def _accepted(self, job_id: str) -> None:
         """The server said 250; the worker writes it down first thing (the sent-ledger)."""
-        if "r@example.com" not in lifecycle.sent_to(job_id, client=self.client):
+        if not self.client.hexists(keys.job_status(job_id), "sent:r@example.com"):
             self.sends[job_id] += 1
         lifecycle.mark_sent(job_id, ("r@example.com",), client=self.client)
 
@@ -276,7 +277,7 @@ class JobMachine(RuleBasedStateMachine):
                 if holder is not None:
                     self.server_replies(holder, "250")
         for job_id in self.jobs:
-            state = lifecycle.status_of(job_id, client=self.client)
+            state = _state(self.client, job_id)
             assert state in TERMINAL or state == "scheduled", (job_id, state)
             if state == "sent":
                 assert self.sends[job_id] == 1
@@ -285,6 +286,10 @@ class JobMachine(RuleBasedStateMachine):
             self.client.delete(keys.dead_letter(job_id))
         self.client.delete(keys.JOBS_QUEUED, keys.JOBS_DUE, keys.JOBS_LEASED, keys.DEAD)
         self.client.delete(keys.held(ACCOUNT), keys.paused(ACCOUNT), keys.stats(ACCOUNT))
+
+
+def _state(client: redis_lib.Redis, job_id: str) -> str | None:
+    return (status(job_id, client=client) or {}).get("state")
 
 
 def multiple_ids(ready: list[lifecycle.Ready]) -> object:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import redis
 
@@ -68,28 +69,20 @@ def claim_attempt(
 ) -> tuple[Claim, set[str], tuple[float, str] | None]:
     """One round trip: the claim (lease, sent-ledger), the suppression list, the account's
     pause. Returns the claim, the suppressed recipients and the pause, if any."""
-    forms = [normalize_address(r) for r in job.recipients]
-    claim = lifecycle.claim(
+    take = partial(
+        lifecycle.claim,
         job.id,
         owner,
         settings.recovery.lease,
         queue=queue,
         account=job.account,
-        suppression_forms=forms,
+        suppression_forms=[normalize_address(r) for r in job.recipients],
         client=client,
     )
+    claim = take()
     if claim.verdict == "skip" and claim.state == "unknown":
         # No record: queued by mailworker 0.1, or kept past the record's life. Adopt it.
-        claim = lifecycle.claim(
-            job.id,
-            owner,
-            settings.recovery.lease,
-            queue=queue,
-            adopt=job.to_payload(),
-            account=job.account,
-            suppression_forms=forms,
-            client=client,
-        )
+        claim = take(adopt=job.to_payload())
     flags = claim.suppressed
     blocked = {r for r, flag in zip(job.recipients, flags, strict=False) if flag}
     if job.ignore_suppression:

@@ -128,9 +128,8 @@ class BatchRun:
         claim = lifecycle.read_claim(reply)
         if claim.verdict == "skip" and claim.state == "unknown":  # queued before 0.2: adopt
             claim = lifecycle.claim(
-                batch["id"], self.owner, self.settings.recovery.lease, queue=self.queue,
-                adopt=batch, client=self.client,
-            )  # fmt: skip
+                batch["id"], self.owner, lease, queue=self.queue, adopt=batch, client=self.client
+            )
         if claim.verdict != "claimed":
             log.info("batch %s: %s %s; this copy does nothing", batch["id"], claim.verdict,
                      claim.state)  # fmt: skip
