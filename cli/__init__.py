@@ -5,7 +5,8 @@
     accounts      check, doctor, limits, stats, resume
     dead_letters  dead list|show|retry|purge
     campaigns     campaign start|status|pause|resume|cancel
-    suppression   suppress add|remove|check|import|export
+    suppression   suppress add|remove|check|list|import|export
+    bounces       bounces watch|check (the bounce mailbox reader)
     dev           devserver, demo
 
 Commands talk to the state through :mod:`mailworker.store` and the producer API, never to
@@ -15,7 +16,15 @@ raw Redis keys.
 from __future__ import annotations
 
 # Each group module registers its commands on ``main`` when imported.
-from mailworker.cli import accounts, campaigns, dead_letters, dev, jobs, suppression  # noqa: F401
+from mailworker.cli import (  # noqa: F401
+    accounts,
+    bounces,
+    campaigns,
+    dead_letters,
+    dev,
+    jobs,
+    suppression,
+)
 from mailworker.cli.base import main
 
 __all__ = ["main"]

@@ -175,10 +175,12 @@ def stats(queues: tuple[str, ...], as_json: bool) -> None:
     attempts that were put off; dead counts dead-lettered jobs. Per-process pool gauges and
     latency histograms are on each worker's Prometheus endpoint (METRICS_PORT).
     """
+    from mailworker.store.feedback import rates
     from mailworker.store.stats import OUTCOMES, overview
 
     settings = current_settings()
     report = overview(sorted(settings.accounts), list(queues))
+    report["last_24h"] = rates(sorted(settings.accounts))
     waiting = report["queued"]
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -187,6 +189,13 @@ def stats(queues: tuple[str, ...], as_json: bool) -> None:
     for account, counts in report["accounts"].items():
         table.add_row(account, *(str(counts[o]) for o in OUTCOMES))
     console.print(table)
+    counted = ("sent", "bounced", "hard", "complained")
+    title = "last 24 hours, after the 250 (DSNs, complaints, provider events)"
+    recent = Table("account", *counted, "bounce rate", "complaint rate", title=title)
+    for account, r in report["last_24h"].items():
+        rates_shown = (f"{r['bounce_rate']:.2%}", f"{r['complaint_rate']:.2%}")
+        recent.add_row(account, *(str(int(r[k])) for k in counted), *rates_shown)
+    console.print(recent)
     queued = ", ".join(f"{queue} {count}" for queue, count in waiting.items())
     console.print(
         f"queued: {queued}; waiting in Redis (scheduled, retries, pauses, quotas): "

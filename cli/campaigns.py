@@ -132,7 +132,7 @@ def campaign_status_command(campaign_id: str, watch: bool, as_json: bool) -> Non
                 progress.update(bar, completed=record["done"], total=record["total"], rate=rate)
     table = Table(show_header=False, box=None)
     for key, value in record.items():
-        table.add_row(key, str(value))
+        table.add_row(key, f"{value:.2%}" if key.endswith("_rate") else str(value))
     console.print(table)
 
 

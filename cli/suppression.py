@@ -14,7 +14,9 @@ from mailworker.cli.base import (
     EXIT_FAILED,
     console,
     current_settings,
+    fail,
     main,
+    when,
 )
 
 
@@ -23,47 +25,89 @@ def suppress() -> None:
     """The suppression list: addresses that get no mail (unsubscribed, bounced, complained)."""
 
 
+_SCOPE_HELP = "all (every message), bulk (every campaign) or list:<List-Id> (one list)"
+
+
 @suppress.command("add")
 @click.argument("addresses", nargs=-1, required=True)
 @click.option("--reason", default="added by an operator", show_default=True)
-def suppress_add(addresses: tuple[str, ...], reason: str) -> None:
-    """Suppress ADDRESSES."""
-    from mailworker.store.suppression import suppress_many
+@click.option("--scope", default="all", show_default=True, help=_SCOPE_HELP)
+def suppress_add(addresses: tuple[str, ...], reason: str, scope: str) -> None:
+    """Suppress ADDRESSES (for all mail, unless --scope says less)."""
+    from mailworker.store.suppression import suppress as suppress_one
 
     current_settings()
-    suppress_many((address, reason) for address in addresses)
-    console.print(f"suppressed {len(addresses)} address(es)")
+    for address in addresses:
+        suppress_one(address, reason, scope=_scope(scope))
+    console.print(f"suppressed {len(addresses)} address(es) ({scope})")
 
 
 @suppress.command("remove")
 @click.argument("addresses", nargs=-1, required=True)
-def suppress_remove(addresses: tuple[str, ...]) -> None:
+@click.option("--scope", default=None, help=f"only this scope: {_SCOPE_HELP}; default: every one")
+def suppress_remove(addresses: tuple[str, ...], scope: str | None) -> None:
     """Let ADDRESSES receive mail again."""
-    from mailworker.store.suppression import unsuppress
+    from mailworker.store.suppression import scopes, unsuppress
 
     current_settings()
-    console.print(f"removed {unsuppress(list(addresses))} address(es)")
+    chosen = [_scope(scope)] if scope else scopes()
+    removed = sum(unsuppress(list(addresses), one) for one in chosen)
+    console.print(f"removed {removed} entr{'y' if removed == 1 else 'ies'}")
 
 
 @suppress.command("check")
 @click.argument("addresses", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def suppress_check(addresses: tuple[str, ...], as_json: bool) -> None:
-    """Say for each address whether it is suppressed, and why. Exits 1 if any is."""
-    from mailworker.store.suppression import reasons as suppression_reasons
+    """Say for each address whether, where and why it is suppressed. Exits 1 if it is
+    suppressed for all mail."""
+    from mailworker.store.suppression import entries, scopes
 
     current_settings()
-    reasons = suppression_reasons(addresses)
+    found = {scope: entries(addresses, scope) for scope in scopes()}
+    blocked_all = any(found["all"])
     if as_json:
-        found = [
-            {"address": a, "suppressed": bool(r), "reason": r}
-            for a, r in zip(addresses, reasons, strict=True)
+        rows = [
+            {
+                "address": address,
+                "suppressed": found["all"][i] is not None,
+                "reason": found["all"][i].describe() if found["all"][i] else None,  # type: ignore[union-attr]
+                "entries": [_row(e) for one in found.values() if (e := one[i])],
+            }
+            for i, address in enumerate(addresses)
         ]
-        click.echo(json.dumps(found, indent=2))
-    for address, reason in zip(addresses, reasons, strict=True):
-        if not as_json:
-            console.print(f"{address}: " + (f"suppressed ({reason})" if reason else "ok"))
-    sys.exit(EXIT_FAILED if any(reasons) else 0)
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for i, address in enumerate(addresses):
+            lines = [_line(e) for one in found.values() if (e := one[i])]
+            console.print(f"{address}: " + ("; ".join(lines) if lines else "ok"), highlight=False)
+    sys.exit(EXIT_FAILED if blocked_all else 0)
+
+
+@suppress.command("list")
+@click.option("--scope", default=None, help=f"{_SCOPE_HELP}; default: every one")
+@click.option("--type", "kind", default=None, help="hard-bounce, soft-bounce, complaint, ...")
+@click.option("--limit", default=50, show_default=True, help="At most this many rows.")
+def suppress_list(scope: str | None, kind: str | None, limit: int) -> None:
+    """Show suppression entries: address, scope, type, source, since, expiry, reason."""
+    from rich.table import Table
+
+    from mailworker.store.suppression import scopes, suppression_list
+
+    current_settings()
+    table = Table("address", "scope", "type", "status", "source", "since", "expires", "reason")
+    shown = 0
+    for one in [_scope(scope)] if scope else scopes():
+        for address, entry in suppression_list(one):
+            if (kind and entry.type != kind) or not entry.active():
+                continue
+            if shown == limit:
+                break
+            table.add_row(address, entry.scope, entry.type, entry.status, entry.source,
+                          when(entry.at) if entry.at else "", when(entry.expires_at)
+                          if entry.expires_at else "never", entry.reason[:60])  # fmt: skip
+            shown += 1
+    console.print(table)
 
 
 @suppress.command("import")
@@ -74,21 +118,46 @@ def suppress_import(csv_file: Any, reason: str) -> None:
     from mailworker.store.suppression import suppress_many
 
     current_settings()
-    count = suppress_many((address, reason) for address in _addresses_in(csv_file))
+    count = suppress_many(
+        ((address, reason) for address in _addresses_in(csv_file)), source="import"
+    )
     console.print(f"suppressed {count} address(es)")
 
 
 @suppress.command("export")
 @click.argument("csv_file", type=click.File("w", encoding="utf-8"), default="-")
 def suppress_export(csv_file: Any) -> None:
-    """Write the suppression list as CSV (email,reason) to CSV_FILE or standard output."""
-    from mailworker.store.suppression import suppression_list
+    """Write every entry as CSV to CSV_FILE or standard output (email, reason first)."""
+    from mailworker.store.suppression import scopes, suppression_list
 
     current_settings()
     writer = csv.writer(csv_file)
-    writer.writerow(["email", "reason"])
-    for address, reason in suppression_list():
-        writer.writerow([address, reason])
+    writer.writerow(["email", "reason", "scope", "type", "source", "status", "at", "expires_at"])
+    for scope in scopes():
+        for address, entry in suppression_list(scope):
+            writer.writerow([address, entry.reason, scope, entry.type, entry.source,
+                             entry.status, entry.at, entry.expires_at or ""])  # fmt: skip
+
+
+def _scope(scope: str) -> str:
+    from mailworker.store.suppression import scope_key
+
+    try:
+        scope_key(scope)
+    except ValueError as exc:
+        fail(str(exc))
+    return scope
+
+
+def _row(entry: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(entry)
+
+
+def _line(entry: Any) -> str:
+    expiry = f", until {when(entry.expires_at)}" if entry.expires_at else ""
+    return f"suppressed ({entry.describe()}{expiry})"
 
 
 def _addresses_in(csv_file: Any) -> Iterator[str]:

@@ -10,6 +10,11 @@ variable (always, outside those tests) each point is one frozenset lookup. The s
     accepted   the server said 250 to the content; not yet written down (RFC 1047 window)
     recorded   the 250 is in the sent-ledger; the job is not yet settled
     settled    the job's new state is committed; the broker message not yet acked
+
+and the bounce reader's:
+
+    report-read     it fetched a returned message and applied nothing yet
+    report-applied  the report is applied; the message is still in the bounce mailbox
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import signal
 from pathlib import Path
 
 STEPS = ("taken", "claimed", "mail-from", "accepted", "recorded", "settled")
+READER_STEPS = ("report-read", "report-applied")  # the bounce reader's (feedback.mailbox)
 _AT = frozenset(step for step in os.environ.get("MAILWORKER_CRASH_AT", "").split(",") if step)
 _ONCE = os.environ.get("MAILWORKER_CRASH_ONCE", "")
 

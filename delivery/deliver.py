@@ -76,6 +76,7 @@ async def deliver(
     on_accepted: OnAccepted | None = None,
     pace: Pace | None = None,
     dkim_keys: Mapping[str, DkimKey] | None = None,
+    return_path: str | None = None,
 ) -> DeliveryReport:
     """Send ``job`` to its not-yet-delivered recipients (DKIM-signed where a key is set).
 
@@ -86,7 +87,7 @@ async def deliver(
     fact stays tiny; an error after one transaction was accepted still raises, and the
     recorded recipients are never sent again.
     """
-    envelope = build_envelope(job, dkim_keys=dkim_keys)
+    envelope = build_envelope(job, dkim_keys=dkim_keys, return_path=return_path)
     progress = _Progress(envelope.recipients)
     loop = asyncio.get_running_loop()
     try:

@@ -32,11 +32,23 @@ def message_id(job: EmailJob) -> str:
     return f"<{job.id}@{domain}>"
 
 
+def envelope_sender(job: EmailJob, return_path: str | None = None) -> str:
+    """MAIL FROM: the From address, or with ``RETURN_PATH`` its VERP form
+    ``local+<job id>@domain``, so a bounce names its job even when it quotes nothing of the
+    original (RFC 5321 allows 64 octets of local part: a longer one stays plain)."""
+    if return_path is None:
+        return job.from_email[1]
+    local, _, domain = return_path.rpartition("@")
+    verp = f"{local}+{job.id}"
+    return f"{verp}@{domain}" if len(verp) <= 64 else return_path
+
+
 def build_envelope(
     job: EmailJob,
     recipients: tuple[str, ...] | None = None,
     *,
     dkim_keys: Mapping[str, DkimKey] | None = None,
+    return_path: str | None = None,
 ) -> Envelope:
     """The bytes to send and to whom (by default every recipient not yet delivered),
     DKIM-signed if ``dkim_keys`` holds a key for the From domain."""
@@ -48,7 +60,8 @@ def build_envelope(
     data = build_message_bytes(job)
     if dkim_keys:
         data = dkim_sign(data, job.from_email[1], dkim_keys)
-    return Envelope(sender=job.from_email[1], recipients=recipients, data=data, smtputf8=smtputf8)
+    sender = envelope_sender(job, return_path)
+    return Envelope(sender=sender, recipients=recipients, data=data, smtputf8=smtputf8)
 
 
 def build_message_bytes(job: EmailJob) -> bytes:

@@ -119,13 +119,14 @@ class Runtime:
             account,
             pool,
             timeout=settings.smtp_timeout,
-            on_accepted=on_accepted or self._record_sent,
+            on_accepted=on_accepted or partial(self._record_sent, job.account),
             pace=pace,
             dkim_keys=settings.dkim,
+            return_path=settings.feedback.return_path,
         )
 
-    async def _record_sent(self, job_id: str, recipients: tuple[str, ...]) -> None:
-        await mark_sent_async(self.async_redis(), job_id, recipients)
+    async def _record_sent(self, account: str, job_id: str, recipients: tuple[str, ...]) -> None:
+        await mark_sent_async(self.async_redis(), job_id, recipients, account)
 
     def async_redis(self) -> redis.asyncio.Redis:
         """This process's asyncio Redis client, for code running on the loop."""

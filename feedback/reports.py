@@ -18,7 +18,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import Message
 from email.utils import getaddresses
 from typing import Literal
@@ -53,17 +53,26 @@ class Report:
     kind: Kind
     message_id: str | None = None  # the original message's Message-ID
     recipients: tuple[RecipientReport, ...] = ()
+    verp_id: str | None = None  # the job named by the address it came back to (RETURN_PATH)
 
     @property
     def job_id(self) -> str | None:
-        """The job the original message was (mailworker's Message-ID is ``<job id@...>``)."""
+        """The job the original message was (mailworker's Message-ID is ``<job id@...>``),
+        or the one its VERP return address names when no original was quoted."""
         found = _MESSAGE_ID.search(self.message_id or "")
-        return found.group(1) if found else None
+        return found.group(1) if found else self.verp_id
 
 
-def read_report(raw: bytes) -> Report:
-    """What ``raw`` (one whole message, as fetched from the bounce mailbox) reports."""
+def read_report(raw: bytes, return_path: str | None = None) -> Report:
+    """What ``raw`` (one whole message, as fetched from the bounce mailbox) reports; with
+    ``return_path`` (RETURN_PATH) also the job its VERP address ``local+<id>@domain`` names."""
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    report = _read(message)
+    verp_id = _verp_id(message, return_path) if return_path else None
+    return replace(report, verp_id=verp_id) if verp_id else report
+
+
+def _read(message: Message) -> Report:
     param = message.get_param("report-type")
     report_type = param.lower() if isinstance(param, str) else ""
     if message.get_content_type() == "multipart/report" or _part(
@@ -101,12 +110,13 @@ def _recipient(block: Message) -> RecipientReport | None:
     if action in ("delayed", "delivered", "relayed", "expanded"):
         return RecipientReport(address, "delayed", code, diagnostic)
     return RecipientReport(
-        address, _severity(code, diagnostic, block.get("Status") or ""), code, diagnostic
+        address, judge_failure(code, diagnostic, block.get("Status") or ""), code, diagnostic
     )
 
 
-def _severity(status: str, diagnostic: str, status_text: str) -> Severity:
-    """Judge a failed recipient as the same reply at RCPT would be judged."""
+def judge_failure(status: str, diagnostic: str, status_text: str = "") -> Severity:
+    """Judge a failed recipient as the same reply at RCPT would be judged (DSNs, provider
+    events): ``hard`` only for a recipient that does not exist."""
     reply = _SMTP_CODE.search(diagnostic)
     klass = status[:1] or (reply.group(1)[:1] if reply else "")
     if klass != "5":
@@ -177,6 +187,17 @@ def _original_id(message: Message, *, fallback: bool = False) -> str | None:
             found = _MESSAGE_ID.search(message.get(header) or "")
             if found:
                 return found.group(0)
+    return None
+
+
+def _verp_id(message: Message, return_path: str) -> str | None:
+    """The job id in the address the report was delivered to: ``bounces+<id>@domain``."""
+    local, _, domain = return_path.lower().rpartition("@")
+    for header in ("Delivered-To", "X-Original-To", "Envelope-To", "To"):
+        for _, address in getaddresses(message.get_all(header) or []):
+            box, _, where = address.lower().rpartition("@")
+            if where == domain and box.startswith(local + "+"):
+                return address.rpartition("@")[0][len(local) + 1 :] or None
     return None
 
 

@@ -97,6 +97,11 @@ def known_secrets(settings: Settings) -> set[str]:
             found |= _both_forms(account.password.get_secret_value())
     for password in _redis_passwords(settings.redis_url):
         found |= _both_forms(password)
+    for password in _redis_passwords(settings.events.broker_url or ""):
+        found |= _both_forms(password)
+    mailbox = settings.feedback.mailbox
+    if mailbox is not None and mailbox.password is not None:
+        found |= _both_forms(mailbox.password.get_secret_value())
     if settings.unsubscribe.secret is not None:
         found.add(settings.unsubscribe.secret.get_secret_value())
     for key in settings.dkim.values():

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -14,6 +14,7 @@ from redis.connection import parse_url
 
 from mailworker.settings.dkim import DkimKey, dkim_keys
 from mailworker.settings.errors import SettingsError
+from mailworker.settings.feedback import EventsTarget, FeedbackPolicy, parse_bounce_mailbox
 from mailworker.settings.redis_url import sentinel_parts
 from mailworker.settings.smtp_url import SmtpAccount, parse_smtp_url
 from mailworker.settings.urls import port_of, split_url
@@ -61,6 +62,17 @@ class _Environment(BaseModel):
     UNSUBSCRIBE_SECRET: SecretStr | None = None
     UNSUBSCRIBE_URL: str | None = None
     UNSUBSCRIBE_MAILTO: str | None = None
+    BOUNCE_MAILBOX_URL: str | None = None
+    SOFT_BOUNCE_LIMIT: int = Field(default=3, ge=1)
+    SOFT_BOUNCE_WINDOW: float = Field(default=14 * 24 * 3600.0, gt=0)
+    SOFT_BOUNCE_SUPPRESSION: float = Field(default=30 * 24 * 3600.0, gt=0)
+    COMPLAINT_RATE_ALERT: float = Field(default=0.003, gt=0, le=1)
+    BOUNCE_RATE_ALERT: float = Field(default=0.05, gt=0, le=1)
+    EVENTS_TASK: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.:-]*$")
+    EVENTS_BROKER_URL: str | None = None
+    EVENTS_QUEUE: str = "celery"
+    SES_SNS_TOPICS: str = ""
+    RETURN_PATH: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,8 @@ class Settings:
     retention: Retention = Retention()
     recovery: Recovery = Recovery()
     dkim: Mapping[str, DkimKey] = field(default_factory=dict)  # by From domain
+    feedback: FeedbackPolicy = FeedbackPolicy()
+    events: EventsTarget = EventsTarget()
 
     def account(self, name: str) -> SmtpAccount:
         try:
@@ -222,7 +236,44 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             url=_https_url(scalars.UNSUBSCRIBE_URL),
             mailto=scalars.UNSUBSCRIBE_MAILTO,
         ),
+        **_feedback(scalars),
     )
+
+
+def _feedback(scalars: _Environment) -> dict[str, Any]:
+    """After the 250: the bounce mailbox, bounce and complaint rules, events."""
+    mailbox = scalars.BOUNCE_MAILBOX_URL
+    return {
+        "feedback": FeedbackPolicy(
+            mailbox=parse_bounce_mailbox(mailbox) if mailbox else None,
+            soft_bounce_limit=scalars.SOFT_BOUNCE_LIMIT,
+            soft_bounce_window=scalars.SOFT_BOUNCE_WINDOW,
+            soft_bounce_suppression=scalars.SOFT_BOUNCE_SUPPRESSION,
+            complaint_rate_alert=scalars.COMPLAINT_RATE_ALERT,
+            bounce_rate_alert=scalars.BOUNCE_RATE_ALERT,
+            sns_topics=tuple(t.strip() for t in scalars.SES_SNS_TOPICS.split(",") if t.strip()),
+            return_path=_return_path(scalars.RETURN_PATH),
+        ),
+        "events": EventsTarget(
+            task=scalars.EVENTS_TASK,
+            broker_url=scalars.EVENTS_BROKER_URL,
+            queue=scalars.EVENTS_QUEUE,
+        ),
+    }
+
+
+def _return_path(value: str | None) -> str | None:
+    """A plain address (no display name, no '+': the job id goes after one)."""
+    if value is None:
+        return None
+    try:
+        address = validate_email(value.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise SettingsError("RETURN_PATH", f"not an email address: {exc}") from None
+    if "+" in address.partition("@")[0]:
+        raise SettingsError("RETURN_PATH", "give the address without '+': mailworker adds "
+                            "+<job id> to it for each message (VERP)")  # fmt: skip
+    return address
 
 
 def _only_known(env: Mapping[str, str]) -> dict[str, str]:

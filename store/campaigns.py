@@ -7,16 +7,18 @@ queued, which recipients were sent, and why the others were not.
     mailworker:{campaign:<id>}:recipients  HASH  address -> its batch lineage, or ``sent``
     mailworker:{campaign:<id>}:errors   HASH  recipient n -> why it was not sent
     mailworker:{campaign:<id>}:parked   ZSET  batches parked while the campaign is paused
+    mailworker:{campaign:<id>}:feedback HASH  address -> bounced | complained (store.feedback)
 
 The producer (:mod:`mailworker.tasks.campaign`) creates a campaign and queues its batches;
 the bulk worker (:mod:`mailworker.worker.campaign_runner`) marks recipients and counts.
-Every write gives all six keys CAMPAIGN_RETENTION again, so a campaign's data ends that
+Every write gives all seven keys CAMPAIGN_RETENTION again, so a campaign's data ends that
 long after its last activity, all at once.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -26,6 +28,7 @@ import redis.asyncio
 from mailworker.settings import get_settings
 from mailworker.store import keys
 from mailworker.store.client import Fields, get_redis, lua, stage_script, text_map
+from mailworker.store.events import EMIT
 
 STATES = ("running", "paused", "cancelled")
 # Counters per campaign: recipients by where they are now.
@@ -38,9 +41,11 @@ COUNTERS = (
     "duplicate",
     "deferred",
     "cancelled",
+    "bounced",  # after the 250: a DSN or provider event (feedback), among the sent
+    "complained",
 )
 _DONE = ("sent", "failed", "suppressed", "invalid", "duplicate", "cancelled")
-_PARTS = ("meta", "counts", "batch-ids", "recipients", "errors", "parked")
+_PARTS = ("meta", "counts", "batch-ids", "recipients", "errors", "parked", "feedback")
 # What a batch may do with each of its recipients (see claim_recipients).
 GO, SENT, ELSEWHERE = 0, 1, 2
 # Lua: every key of the campaign (KEYS[k0..], the last ones) lives ``seconds`` more.
@@ -86,15 +91,23 @@ for i = 2, #ARGV do
 end
 return out
 """
-# The sent mark and the sent count move together, once, even if a batch runs again.
+# The sent mark and the sent count move together, once, even if a batch runs again, with
+# the account's hourly rates (store.feedback) and the recipient's `sent` event, if any.
 # (No TTL renewal here, on the per-message path: the batch's commit renews them all.)
-_MARK_SENT = """
+# KEYS: recipients, counts, rates, events. ARGV: address key, events (JSON or '').
+_MARK_SENT = (
+    EMIT
+    + """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'sent' then
   redis.call('HSET', KEYS[1], ARGV[1], 'sent')
   redis.call('HINCRBY', KEYS[2], 'sent', 1)
+  redis.call('HINCRBY', KEYS[3], 'sent', 1)
+  redis.call('EXPIRE', KEYS[3], 90000)
+  emit(KEYS[4], ARGV[2])
 end
 return 0
 """
+)
 
 
 def recipient_key(address: str) -> str:
@@ -123,6 +136,12 @@ def _stage_keep(pipe: redis.client.Pipeline, campaign_id: str) -> None:
 def state_of(campaign_id: str, *, client: redis.Redis | None = None) -> str | None:
     """``running``, ``paused`` or ``cancelled``; ``None`` if there is no such campaign."""
     found = _client(client).hget(keys.campaign(campaign_id, "meta"), "state")
+    return None if found is None else str(found)
+
+
+def list_of(campaign_id: str, *, client: redis.Redis | None = None) -> str | None:
+    """The campaign's List-Id (its unsubscribes and complaints suppress for this list)."""
+    found = _client(client).hget(keys.campaign(campaign_id, "meta"), "list_id")
     return None if found is None else str(found)
 
 
@@ -211,6 +230,9 @@ def status(campaign_id: str, *, client: redis.Redis | None = None) -> dict[str, 
         "total": int(found["total"]) if "total" in found else None,
         "done": sum(counts[name] for name in _DONE),
         **counts,
+        # After the 250 (store.feedback): of the recipients sent, over the campaign's life.
+        "bounce_rate": counts["bounced"] / counts["sent"] if counts["sent"] else 0.0,
+        "complaint_rate": counts["complained"] / counts["sent"] if counts["sent"] else 0.0,
     }
 
 
@@ -234,10 +256,18 @@ def stage_claim_recipients(
     )
 
 
-async def mark_sent(client: redis.asyncio.Redis, campaign_id: str, address: str) -> None:
+async def mark_sent(
+    client: redis.asyncio.Redis,
+    campaign_id: str,
+    address: str,
+    *,
+    account: str,
+    events: str = "",
+) -> None:
     """``address`` got a 250: its mark and the sent count, once (on the worker's loop)."""
-    marks = [keys.campaign(campaign_id, "recipients"), keys.campaign(campaign_id, "counts")]
-    await lua(client, _MARK_SENT)(keys=marks, args=[recipient_key(address)])
+    marks = [keys.campaign(campaign_id, "recipients"), keys.campaign(campaign_id, "counts"),
+             keys.rates(account, int(time.time() // 3600)), keys.EVENTS]  # fmt: skip
+    await lua(client, _MARK_SENT)(keys=marks, args=[recipient_key(address), events])
 
 
 def waiting_batches(queue: str, *, client: redis.Redis | None = None) -> int:

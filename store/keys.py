@@ -12,9 +12,16 @@ them together (kombu's transport cannot run on a Cluster, but the scripts stay p
     jobs:leased                      ZSET  store.lifecycle         members leave when settled
     jobs:mark:<queue>                STR   store.lifecycle         TTL 1 d
     jobs:reaper                      STR   worker.housekeeping     PTTL one reaper interval
+    bounces:reader                   STR   feedback.mailbox        TTL 3 polls (30 s at least)
     suppressed                       HASH  store.suppression       an operator: `suppress remove`
+    suppressed:bulk                  HASH  store.suppression       expired entries: the reaper
+    suppressed:pruned                STR   worker.housekeeping     TTL 1 h
+    suppressed:list:<list id>        HASH  store.suppression       an operator: `suppress remove`
     jobs:held:<account>              ZSET  store.pauses            TTL pause end + 1 h; `resume`
     paused:<account>                 HASH  store.pauses            TTL the pause's end
+    events                           STREAM store.events           deleted when published; capped
+    feedback:soft:<address>          ZSET  store.feedback          TTL SOFT_BOUNCE_WINDOW
+    rates:<account>:<hour>           HASH  store.feedback          TTL 25 h
     dead                             ZSET  store.dead              trimmed to DEAD_LETTER_RETENTION
     dead:<id>                        HASH  store.dead              TTL DEAD_LETTER_RETENTION
     stats:<account>                  HASH  store.stats             kept: the account's totals
@@ -26,16 +33,18 @@ them together (kombu's transport cannot run on a Cluster, but the scripts stay p
     {account:<a>}:connection-alive   ZSET  delivery.slots          PTTL 2 leases
     {account:<a>}:failing-since      STR   worker.failing          TTL 1 d; deleted on a 250
     {account:<a>}:failing-alerted    STR   worker.failing          TTL 1 h or the threshold
+    {account:<a>}:alerted:<rate>     STR   feedback.alerts         TTL 1 d
     {campaign:<id>}:meta             HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
     {campaign:<id>}:counts           HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
     {campaign:<id>}:batch-ids        SET   store.campaigns         TTL CAMPAIGN_RETENTION, renewed
     {campaign:<id>}:recipients       HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
     {campaign:<id>}:errors           HASH  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
     {campaign:<id>}:parked           ZSET  store.campaigns         TTL CAMPAIGN_RETENTION, renewed
+    {campaign:<id>}:feedback         HASH  store.feedback          TTL CAMPAIGN_RETENTION, renewed
 
 A job's record holds its sent-ledger (``sent:<address>`` fields) and lives 7 days after it
 ended, or (waiting) 7 days past its due time; a parked campaign batch's record lives
-CAMPAIGN_RETENTION. Campaign keys get CAMPAIGN_RETENTION again on every write (all six
+CAMPAIGN_RETENTION. Campaign keys get CAMPAIGN_RETENTION again on every write (all seven
 together, so they end together after the last activity); `mailworker dead purge
 [--older-than AGE]` deletes dead letters early. The stats hashes are a few counters per
 account, kept as its totals.
@@ -60,6 +69,12 @@ def idempotency(key: str) -> str:
 
 
 SUPPRESSED = f"{PREFIX}suppressed"
+SUPPRESSED_BULK = f"{PREFIX}suppressed:bulk"
+
+
+def suppressed_list(list_id: str) -> str:
+    return f"{PREFIX}suppressed:list:{list_id}"
+
 
 # The job state machine's indexes (store.lifecycle): members are job ids; a member whose
 # record has expired is dropped the next time a script meets it.
@@ -67,6 +82,8 @@ JOBS_QUEUED = f"{PREFIX}jobs:queued"  # id -> queued_at: waiting on a broker que
 JOBS_DUE = f"{PREFIX}jobs:due"  # id -> due time: scheduled, deferred, paused
 JOBS_LEASED = f"{PREFIX}jobs:leased"  # id -> lease end: being sent
 REAPER_LOCK = f"{PREFIX}jobs:reaper"
+BOUNCE_READER_LOCK = f"{PREFIX}bounces:reader"
+SUPPRESSION_PRUNED = f"{PREFIX}suppressed:pruned"
 
 
 def claimed_mark(queue: str) -> str:
@@ -83,6 +100,16 @@ def paused(account: str) -> str:
 
 
 DEAD = f"{PREFIX}dead"
+EVENTS = f"{PREFIX}events"
+
+
+def soft_bounces(address: str) -> str:
+    return f"{PREFIX}feedback:soft:{address}"
+
+
+def rates(account: str, hour: int) -> str:
+    """One hour's sent, bounced, hard and complained counts of an account (24 h rates)."""
+    return f"{PREFIX}rates:{account}:{hour}"
 
 
 def dead_letter(job_id: str) -> str:

@@ -32,6 +32,7 @@ is in neither the queue list nor kombu's unacked hash although the queue has mov
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -98,12 +99,14 @@ def enqueue(
     task: str = "",
     send_at: float | None = None,
     revive: bool = False,
+    events: str = "",
     client: redis.Redis | None = None,
 ) -> tuple[State | Literal["exists"], float]:
     """Create the record, ``queued`` (or ``scheduled`` when ``send_at`` is later); with
-    ``revive``, a job that ended failed, cancelled or expired starts again."""
+    ``revive``, a job that ended failed, cancelled or expired starts again. ``events``
+    (store.events.encode) are written only if the job is created."""
     state, at = lua(_client(client), scripts.ENQUEUE)(
-        keys=[keys.job_status(job_id), keys.JOBS_QUEUED, keys.JOBS_DUE],
+        keys=[keys.job_status(job_id), keys.JOBS_QUEUED, keys.JOBS_DUE, keys.EVENTS],
         args=[
             job_id,
             queue,
@@ -115,6 +118,7 @@ def enqueue(
             "" if send_at is None else send_at,
             RECORD_TTL,
             "1" if revive else "",
+            events,
         ],
     )
     return state, float(at) if at else 0.0
@@ -192,17 +196,21 @@ def claim(
 
 
 async def mark_sent_async(
-    client: redis.asyncio.Redis, job_id: str, recipients: tuple[str, ...]
+    client: redis.asyncio.Redis, job_id: str, recipients: tuple[str, ...], account: str
 ) -> None:
     """Write down recipients that got a 250, on the worker's loop right after it."""
-    await lua(client, scripts.MARK_SENT)(keys=[keys.job_status(job_id)], args=list(recipients))
+    await lua(client, scripts.MARK_SENT)(keys=_sent_keys(job_id, account), args=list(recipients))
 
 
 def mark_sent(
-    job_id: str, recipients: tuple[str, ...], *, client: redis.Redis | None = None
+    job_id: str, recipients: tuple[str, ...], account: str, *, client: redis.Redis | None = None
 ) -> None:
     """:func:`mark_sent_async` for synchronous callers."""
-    lua(_client(client), scripts.MARK_SENT)(keys=[keys.job_status(job_id)], args=list(recipients))
+    lua(_client(client), scripts.MARK_SENT)(keys=_sent_keys(job_id, account), args=list(recipients))
+
+
+def _sent_keys(job_id: str, account: str) -> list[str]:
+    return [keys.job_status(job_id), keys.rates(account, int(time.time() // 3600))]
 
 
 def renew(
@@ -244,6 +252,7 @@ class Settlement:
     notes_in: str | None = None  # a hash of notes written with it (why recipients failed)
     notes: dict[str, str] = field(default_factory=dict)
     keep_for: float = RECORD_TTL  # the record's life once settled
+    events: str = ""  # store.events.encode: written only if the lease still holds
 
 
 def settle(
@@ -268,6 +277,7 @@ def settle(
             keys.account(s.account, "failing-since"),
             keys.account(s.account, "failing-alerted"),
             s.notes_in or keys.job_status(job_id),
+            keys.EVENTS,
         ],
         args=[
             job_id,
@@ -282,6 +292,7 @@ def settle(
             dead_retention,
             "" if s.held_in is None else s.held_for,
             json.dumps(s.notes),
+            s.events,
         ],
     )
     return bool(done), float(due) if due else None
@@ -326,13 +337,14 @@ def end_waiting(
     state: Literal["cancelled", "expired"],
     reason: str,
     *,
+    events: str = "",
     client: redis.Redis | None = None,
 ) -> str:
     """End a job nobody is sending; the state it was in, or ``''`` if it was not waiting."""
     return str(
         lua(_client(client), scripts.END_WAITING)(
-            keys=[keys.job_status(job_id), keys.JOBS_QUEUED, keys.JOBS_DUE],
-            args=[job_id, state, reason, RECORD_TTL],
+            keys=[keys.job_status(job_id), keys.JOBS_QUEUED, keys.JOBS_DUE, keys.EVENTS],
+            args=[job_id, state, reason, RECORD_TTL, events],
         )
     )
 

@@ -8,6 +8,8 @@ table; the keys come from :mod:`mailworker.store.keys`.
 
 from __future__ import annotations
 
+from mailworker.store.events import EMIT
+
 # Shared prologue: `now` in seconds (ms precision) and helpers. Redis 7 replicates a
 # script's effects, so TIME before a write is allowed (Redis 5/6 need the call below).
 _PROLOGUE = """
@@ -39,11 +41,12 @@ local function requeue(key, id, queued, out)
 end
 """
 
-# KEYS: job, queued, due. ARGV: id, queue, task, account, attempt, created_at, payload,
-# send_at ('' = now), ttl, revive ('1': a failed, cancelled or expired job starts again).
-# Returns {state, time}: queued_at, or the due time.
+# KEYS: job, queued, due, events. ARGV: id, queue, task, account, attempt, created_at,
+# payload, send_at ('' = now), ttl, revive ('1': a failed, cancelled or expired job starts
+# again), events (JSON, '' = none). Returns {state, time}: queued_at, or the due time.
 ENQUEUE = (
     _PROLOGUE
+    + EMIT
     + """
 local was = redis.call('HGET', KEYS[1], 'state')
 if was then
@@ -66,6 +69,7 @@ else
   redis.call('ZADD', KEYS[2], now, ARGV[1])
 end
 keep(KEYS[1], state, at, tonumber(ARGV[9]))
+emit(KEYS[4], ARGV[11] or '')
 return {state, tostring(at)}
 """
 )
@@ -146,10 +150,19 @@ return out
 )
 
 # Recipients the server accepted, written down the moment it answered (the sent-ledger):
-# fields of the job's record, so they live and end with it. KEYS: job. ARGV: addresses.
+# fields of the job's record, so they live and end with it; each is counted once into the
+# hour's rates (store.feedback: the denominator of the bounce and complaint rates).
+# KEYS: job, rates. ARGV: addresses.
 MARK_SENT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for _, address in ipairs(ARGV) do redis.call('HSET', KEYS[1], 'sent:' .. address, '1') end
+local new = 0
+for _, address in ipairs(ARGV) do
+  new = new + redis.call('HSETNX', KEYS[1], 'sent:' .. address, '1')
+end
+if new > 0 then
+  redis.call('HINCRBY', KEYS[2], 'sent', new)
+  redis.call('EXPIRE', KEYS[2], 90000)
+end
 return 1
 """
 
@@ -170,13 +183,16 @@ return 1
 # record's fields, its index, the counters and a dead letter in the same step.
 # KEYS: job, leased, due, counters (account stats or campaign counts), held (an account's
 # pause or a campaign's parked batches), dead index, dead letter, the account's two
-# failing-alarm keys (a 250 clears them: the account works), notes (why recipients failed).
+# failing-alarm keys (a 250 clears them: the account works), notes (why recipients failed),
+# events.
 # ARGV: id, owner, state, due ('' = none), delay ('' = none), fields (JSON object),
 #       counts (JSON object), dead letter (JSON object or ''), ttl, dead retention,
-#       held ('' = no, else the held set's TTL past the due time), notes (JSON object).
+#       held ('' = no, else the held set's TTL past the due time), notes (JSON object),
+#       events (JSON array, '' = none).
 # Returns {1, due} or {0, ''} when the lease was lost (another worker has the job).
 SETTLE = (
     _PROLOGUE
+    + EMIT
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'owner')
 if f[1] ~= 'sending' or f[2] ~= ARGV[2] then return {0, ''} end
@@ -208,6 +224,7 @@ if ARGV[8] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - retention)
 end
 if state == 'sent' then redis.call('DEL', KEYS[8], KEYS[9]) end
+emit(KEYS[11], ARGV[13] or '')
 keep(KEYS[1], state, due, tonumber(ARGV[9]))
 return {1, tostring(due or '')}
 """
@@ -247,9 +264,11 @@ return {f[3] or '', f[4] or '', f[5] or ''}
 )
 
 # An operator or the producer ends a job that is not being sent: cancelled / expired.
-# KEYS: job, queued, due. ARGV: id, state, reason, ttl. Returns the state it was in, or ''.
+# KEYS: job, queued, due, events. ARGV: id, state, reason, ttl, events (JSON, '' = none).
+# Returns the state it was in, or ''.
 END_WAITING = (
     _PROLOGUE
+    + EMIT
     + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'queued' and state ~= 'scheduled' and state ~= 'deferred' and state ~= 'paused' then
@@ -260,6 +279,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[1], 'due', 'next_attempt_at', 'queued_at')
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'error', ARGV[3], 'updated_at', tostring(now))
 keep(KEYS[1], ARGV[2], nil, tonumber(ARGV[4]))
+emit(KEYS[4], ARGV[5] or '')
 return state
 """
 )

@@ -109,9 +109,7 @@ def render_job(
 ) -> EmailJob:
     """One recipient's message, validated like any ``send_email`` job (raises ValueError)."""
     rendered = renderer.render({"email": address, **variables})
-    sender = template.from_email or settings.default_from_email
-    domain = (sender or "localhost").rpartition("@")[2].rstrip(">")
-    list_id = template.list_id or f"{campaign_id}.{domain}"
+    list_id = list_id_of(campaign_id, template, settings)
     headers = {**template.headers, **unsubscribe_headers(campaign_id, address, list_id, settings)}
     arguments: dict[str, Any] = {
         "to": address,
@@ -125,6 +123,14 @@ def render_job(
     }
     # A stable id per campaign recipient: every attempt carries the same Message-ID.
     return replace(build_job(settings, arguments), id=f"{campaign_id}-{index}")
+
+
+def list_id_of(campaign_id: str, template: CampaignTemplate, settings: Settings) -> str:
+    """The campaign's List-Id: the template's, or ``<campaign id>.<From domain>``; an
+    unsubscribe or complaint suppresses the address for this list."""
+    sender = template.from_email or settings.default_from_email
+    domain = (sender or "localhost").rpartition("@")[2].rstrip(">")
+    return template.list_id or f"{campaign_id}.{domain}"
 
 
 def start_campaign(
@@ -153,13 +159,14 @@ def start_campaign(
     rows = iter(recipients)
     first = list(itertools.islice(rows, check_rows))
     _check_first_rows(campaign_id, template, renderer, account, first, settings)
-    _store(campaign_id, template, account, chunk_size)
+    list_id = list_id_of(campaign_id, template, settings)
+    _store(campaign_id, template, account, chunk_size, list_id)
 
     total = 0
     for number, chunk in enumerate(_chunks(itertools.chain(first, rows), chunk_size)):
         start = number * chunk_size
         total = start + len(chunk)
-        batch, invalid, duplicates = _batch(campaign_id, number, start, chunk)
+        batch, invalid, duplicates = _batch(campaign_id, list_id, number, start, chunk)
         if send_at is None or send_at <= time.time():
             if not _wait_for_room(campaign_id, max_queued_batches):
                 break  # cancelled while it was being queued
@@ -232,7 +239,9 @@ def _check_first_rows(
             raise CampaignError(f"row {number}: {exc}") from None
 
 
-def _store(campaign_id: str, template: CampaignTemplate, account: str, chunk_size: int) -> None:
+def _store(
+    campaign_id: str, template: CampaignTemplate, account: str, chunk_size: int, list_id: str
+) -> None:
     existing = state.meta(campaign_id)
     if existing:
         if existing.get("digest") != template.digest():
@@ -250,13 +259,14 @@ def _store(campaign_id: str, template: CampaignTemplate, account: str, chunk_siz
             "account": account,
             "state": "running",
             "chunk_size": chunk_size,
+            "list_id": list_id,
             "created_at": time.time(),
         },
     )
 
 
 def _batch(
-    campaign_id: str, number: int, start: int, chunk: list[Mapping[str, Any]]
+    campaign_id: str, list_id: str, number: int, start: int, chunk: list[Mapping[str, Any]]
 ) -> tuple[dict[str, Any], dict[int, str], int]:
     """One batch: its recipients (each address once), invalid rows, duplicate count. Its id
     derives from who is in it, so re-sorted rows make new batches, the same rows the same."""
@@ -277,6 +287,7 @@ def _batch(
         "v": BATCH_VERSION,
         "id": f"{campaign_id}:{number}-{content}",
         "campaign": campaign_id,
+        "list_id": list_id,
         "attempt": 1,
         "created_at": time.time(),  # retries give up after RETRY_MAX_AGE from here
         "recipients": recipients,

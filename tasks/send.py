@@ -20,6 +20,7 @@ from kombu.exceptions import OperationalError
 from mailworker.observe.sentry import init_sentry
 from mailworker.settings import get_settings
 from mailworker.store import lifecycle
+from mailworker.store.events import Event, encode
 from mailworker.store.job import EmailJob
 from mailworker.store.ledger import claim_idempotency_key, release_idempotency_key
 from mailworker.tasks import bodies
@@ -92,6 +93,12 @@ def enqueue(
     producer killed between the record and the publish leaves a ``queued`` job with no
     message: the reaper finds it and publishes it (worker.housekeeping).
     """
+    events = ""
+    if get_settings().events.task:
+        tags = dict(job.tags)
+        events = encode(
+            [Event("queued", job.id, r, job.account, tags=tags) for r in job.recipients]
+        )
     try:
         put(
             job.id,
@@ -101,6 +108,7 @@ def enqueue(
             task=task,
             send_at=send_at,
             revive=revive,
+            events=events,
             **options,
         )
     except QueueUnavailable:
@@ -118,14 +126,16 @@ def put(
     task: str = "",
     send_at: float | None = None,
     revive: bool = False,
+    events: str = "",
     **options: Any,
 ) -> str:
     """Create one job's record and publish it (a scheduled one waits for the mover): the
     state it starts in, or ``exists`` if a job with this id was put before."""
     try:
         state, _ = lifecycle.enqueue(
-            job_id, payload, queue=queue, account=account, task=task, send_at=send_at, revive=revive
-        )
+            job_id, payload, queue=queue, account=account, task=task, send_at=send_at,
+            revive=revive, events=events,
+        )  # fmt: skip
         if state == "queued":
             publish(job_id, payload, queue, task=task or None, **options)
     except (OperationalError, ConnectionError, TimeoutError, redis.RedisError) as exc:

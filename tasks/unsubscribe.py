@@ -21,6 +21,7 @@ import redis
 
 from mailworker.errors import MailworkerError
 from mailworker.settings import Settings, SettingsError, get_settings
+from mailworker.store import campaigns
 from mailworker.store.addresses import normalize_address
 from mailworker.store.suppression import suppress
 
@@ -56,13 +57,27 @@ def verify_token(token: str, settings: Settings | None = None) -> tuple[str, str
 
 
 def unsubscribe(token: str, *, client: redis.Redis | None = None) -> tuple[str, str]:
-    """Verify ``token`` and add its address to the suppression list; return what it named.
+    """Verify ``token`` and suppress its address for the campaign's list; return what it
+    named. Receipts and password resets still reach the address (README, "Lists").
 
     Raises :class:`InvalidToken` for any input that is not a genuine token: an endpoint
     answers it with 400, and only a missing UNSUBSCRIBE_SECRET is a different error."""
     campaign_id, address = verify_token(token)
-    suppress(address, f"unsubscribed (campaign {campaign_id})", client=client)
+    suppress(
+        address,
+        f"campaign {campaign_id}",
+        kind="unsubscribe",
+        source="link",
+        scope=list_scope(campaign_id, client=client),
+        client=client,
+    )
     return campaign_id, address
+
+
+def list_scope(campaign_id: str, *, client: redis.Redis | None = None) -> str:
+    """``list:<List-Id>`` of a campaign, or ``bulk`` (every campaign) if it is gone."""
+    list_id = campaigns.list_of(campaign_id, client=client)
+    return f"list:{list_id}" if list_id else "bulk"
 
 
 def unsubscribe_headers(

@@ -194,6 +194,6 @@ def _fresh_suppression_list(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "environment" in request.fixturenames:
         from mailworker.store.client import get_redis
-        from mailworker.store.suppression import SUPPRESSED
+        from mailworker.store.suppression import scope_key, scopes
 
-        get_redis().delete(SUPPRESSED)
+        get_redis().delete(*(scope_key(scope) for scope in scopes()))

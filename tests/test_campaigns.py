@@ -21,7 +21,7 @@ from mailworker.delivery.message import build_envelope
 from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import SettingsError, get_settings, load_settings
 from mailworker.store.job import EmailJob
-from mailworker.store.suppression import SUPPRESSED, suppress
+from mailworker.store.suppression import SUPPRESSED, SUPPRESSED_BULK, suppress
 from mailworker.tasks.campaign import (
     CampaignError,
     CampaignTemplate,
@@ -154,6 +154,28 @@ def test_a_bad_row_is_recorded_and_the_rest_are_sent(bulk_worker: DevServer) -> 
     errors = campaign_errors(campaign_id)
     assert errors[3].startswith("invalid address") and "first_name" in errors[40]
     assert len(messages_of_campaign(bulk_worker, campaign_id)) == 58
+
+
+def test_an_unsubscribe_leaves_one_list_not_the_others_nor_receipts(
+    bulk_worker: DevServer, celery_worker: Any
+) -> None:
+    """The link in a "news" campaign suppresses the reader for the news list: the next news
+    campaign skips them, an "offers" campaign and a receipt still reach them."""
+    from mailworker.tasks import send_email
+    from tests.helpers import messages_of, wait_for_status
+
+    readers = rows(3, "lister")
+    news = start_campaign({**TEMPLATE, "list_id": "news.example.com"}, readers)
+    wait_until_done(news)
+    assert unsubscribe(make_token(news, "lister1@example.com")) == (news, "lister1@example.com")
+
+    again = wait_until_done(start_campaign({**TEMPLATE, "list_id": "news.example.com"}, readers))
+    offers = wait_until_done(start_campaign({**TEMPLATE, "list_id": "offers.example.com"}, readers))
+    assert (again["sent"], again["suppressed"]) == (2, 1)
+    assert (offers["sent"], offers["suppressed"]) == (3, 0)
+    receipt = send_email.delay(to="lister1@example.com", subject="Receipt", text="x")
+    wait_for_status(receipt.id, "sent")
+    assert len(messages_of(bulk_worker, receipt.id)) == 1
 
 
 def _arrivals(server: DevServer, campaign_id: str) -> list[float]:
@@ -314,9 +336,13 @@ def test_an_unsubscribe_token_names_one_recipient_of_one_campaign(
         with pytest.raises(InvalidToken):
             verify_token(forged)
     assert unsubscribe(token) == ("spring", "ann@example.com")
-    from mailworker.store.suppression import suppressed
+    from mailworker.store.suppression import entries, suppressed
 
-    assert suppressed(("ann@example.com",)) == {"ann@example.com"}
+    # No campaign "spring" is stored: the unsubscribe covers every campaign, and still no
+    # transactional mail (a password reset reaches an unsubscribed reader).
+    (entry,) = entries(("ann@example.com",), "bulk")
+    assert entry is not None and (entry.type, entry.source) == ("unsubscribe", "link")
+    assert suppressed(("ann@example.com",)) == set()
 
 
 def test_scheduled_mail_waits_in_redis_not_in_a_worker(
@@ -475,7 +501,7 @@ def test_anything_but_a_genuine_token_is_an_invalid_token(
     genuine = make_token("spring", "carl@example.com")
     with pytest.raises(InvalidToken):
         unsubscribe(genuine.encode())  # type: ignore[arg-type]
-    assert redis.hlen(SUPPRESSED) == 0
+    assert redis.hlen(SUPPRESSED) == 0 and redis.hlen(SUPPRESSED_BULK) == 0
 
 
 @pytest.mark.parametrize("secret", ["Tiny-Secret-Gecko", "x" * 31, "é" * 15])

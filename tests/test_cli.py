@@ -136,9 +136,12 @@ def test_stats_counts_outcomes_across_workers(
         wait_for_status(job_id, "sent")
     report = json.loads(mailworker("stats", "--json", env={}).stdout)
     assert report["accounts"]["implicit"]["sent"] == before["sent"] + 3
-    assert set(report) == {"accounts", "queued", "deferred", "dead"}
+    assert set(report) == {"accounts", "queued", "deferred", "dead", "last_24h"}
+    # The last 24 hours' recipients sent, for the bounce and complaint rates.
+    assert report["last_24h"]["implicit"]["sent"] >= 3
     table = mailworker("stats", env={})
     assert table.returncode == 0 and "implicit" in table.stdout and "suppressed" in table.stdout
+    assert "complaint" in table.stdout and "last 24 hours" in table.stdout
 
 
 @pytest.mark.usefixtures("celery_worker")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mailworker.feedback.reports import read_report
+from tests.bounce_mail import arf, block, dsn
 
 CORPUS = Path(__file__).parent / "corpus" / "bounces"
 JOB = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -28,77 +29,16 @@ def _original(to: str = "ann@example.com") -> EmailMessage:
 
 
 def _dsn(*blocks: str, headers_only: bool = False) -> bytes:
-    """A multipart/report DSN as Postfix and Exim write it (RFC 3464)."""
-    original = _original().as_string()
-    if headers_only:
-        returned = "Content-Type: text/rfc822-headers\n\n" + original.split("\n\n", 1)[0]
-    else:
-        returned = "Content-Type: message/rfc822\n\n" + original
-    fields = "Reporting-MTA: dns; mx.example.net\n\n" + "\n\n".join(blocks)
-    text = f"""From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
-To: app@example.com
-Subject: Undelivered Mail Returned to Sender
-Auto-Submitted: auto-replied
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary="B"
-
---B
-Content-Type: text/plain
-
-I'm sorry to have to inform you that your message could not be delivered.
-
---B
-Content-Type: message/delivery-status
-
-{fields}
-
---B
-{returned}
---B--
-"""
-    return text.replace("\n", "\r\n").encode()
+    return dsn(_original().as_string(), *blocks, headers_only=headers_only)
 
 
 def _complaint_report(recipient: str) -> bytes:
-    """An ARF report (RFC 5965) as Yahoo's feedback loop sends it."""
-    original = _original(recipient).as_string()
-    text = f"""From: feedback@arf.mail.yahoo.com
-Subject: FW: Your receipt
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=feedback-report; boundary="A"
-
---A
-Content-Type: text/plain
-
-This is an email abuse report for an email message received.
-
---A
-Content-Type: message/feedback-report
-
-Feedback-Type: abuse
-User-Agent: Yahoo!-Mail-Feedback/2.0
-Version: 1
-Original-Rcpt-To: <{recipient}>
-
---A
-Content-Type: message/rfc822
-
-{original}
---A--
-"""
-    return text.replace("\n", "\r\n").encode()
-
-
-def _block(recipient: str, action: str, status: str, diagnostic: str = "") -> str:
-    lines = [f"Final-Recipient: rfc822; {recipient}", f"Action: {action}", f"Status: {status}"]
-    if diagnostic:
-        lines.append(f"Diagnostic-Code: smtp; {diagnostic}")
-    return "\n".join(lines)
+    return arf(_original(recipient).as_string(), recipient)
 
 
 def test_a_postfix_user_unknown_is_a_hard_bounce_of_that_job() -> None:
     raw = _dsn(
-        _block(
+        block(
             "ann@example.com",
             "failed",
             "5.1.1",
@@ -119,25 +59,25 @@ def test_a_postfix_user_unknown_is_a_hard_bounce_of_that_job() -> None:
 
 def test_a_multi_recipient_dsn_judges_each_recipient_on_its_own() -> None:
     raw = _dsn(
-        _block(
+        block(
             "gone@example.com",
             "failed",
             "5.1.1",
             "550 5.1.1 The email account that you tried to reach does not exist.",
         ),
-        _block(
+        block(
             "full@example.com",
             "failed",
             "5.2.2",
             "552 5.2.2 The email account that you tried to reach is over quota.",
         ),
-        _block(
+        block(
             "slow@example.com",
             "delayed",
             "4.4.1",
             "connect to mx.example.org: Connection timed out",
         ),
-        _block("spam@example.com", "failed", "5.7.1", "550 5.7.1 Message rejected as spam"),
+        block("spam@example.com", "failed", "5.7.1", "550 5.7.1 Message rejected as spam"),
         headers_only=True,
     )
     report = read_report(raw)

@@ -194,7 +194,7 @@ class JobMachine(RuleBasedStateMachine):
         """The server said 250; the worker writes it down first thing (the sent-ledger)."""
         if not self.client.hexists(keys.job_status(job_id), "sent:r@example.com"):
             self.sends[job_id] += 1
-        lifecycle.mark_sent(job_id, ("r@example.com",), client=self.client)
+        lifecycle.mark_sent(job_id, ("r@example.com",), "default", client=self.client)
 
     def _settle(
         self,

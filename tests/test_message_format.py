@@ -78,6 +78,10 @@ def _spaced(text: str) -> str:
     return " ".join(text.split())
 
 
+def _unspaced(text: str) -> str:
+    return "".join(text.split())
+
+
 def _meaning(data: bytes) -> dict[str, Any]:
     message = email.message_from_bytes(data, policy=email.policy.default)
     bodies = [
@@ -139,9 +143,11 @@ def test_our_bytes_mean_what_the_stdlib_builds(
         return
     ours, theirs = _meaning(build_envelope(job).data), _meaning(_reference(job))
     assert ours["defects"] == []
-    # Names against the job itself: the stdlib's own encoding of a run of no-break spaces
-    # before "¡¡" reads back as "¡ ¡".
-    assert ours["to"] == [(_spaced(n), address) for n, address in job.to]
+    # Names against the job itself, whitespace aside: a name longer than one encoded word
+    # (RFC 2047) is split into several, and the stdlib's parser, unlike RFC 2047 (6.2) and
+    # mail clients, reads a space between adjacent encoded words ("¡¡" split as "¡" "¡"
+    # reads back "¡ ¡"; the stdlib's own encoding does the same).
+    assert [(_unspaced(n), a) for n, a in ours["to"]] == [(_unspaced(n), a) for n, a in job.to]
     assert {k: v for k, v in ours.items() if k not in ("defects", "to")} == {
         k: v for k, v in theirs.items() if k not in ("defects", "to")
     }

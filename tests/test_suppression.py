@@ -3,13 +3,15 @@ the address was written (upper case, a Unicode or punycode domain, composed or n
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailworker.dev.devserver import DevServer
 from mailworker.store.addresses import normalize_address
-from mailworker.store.suppression import suppressed
+from mailworker.store.suppression import entries, suppressed
 from mailworker.tasks import send_email
 from mailworker.tasks.unsubscribe import make_token, unsubscribe
 from tests.helpers import messages_of, wait_for_status
@@ -72,4 +74,40 @@ def test_import_and_unsubscribe_tokens_use_the_same_form(
     token = make_token("spring", UNICODE)
     assert make_token("spring", PUNYCODE) == token  # one person, one token
     assert unsubscribe(token) == ("spring", PUNYCODE)
-    assert suppressed((UNICODE,)) == {UNICODE}
+    assert entries((UNICODE,), "bulk")[0] is not None
+
+
+def test_entries_keep_type_source_scope_and_expiry_and_expired_ones_block_nothing(
+    environment: dict[str, str], redis: Any
+) -> None:
+    import time
+
+    from mailworker.store.suppression import campaign_blocked, prune_expired, scope_key
+    from mailworker.store.suppression import suppress as add
+
+    add("old@example.com", "3 soft bounces", kind="soft-bounce", source="dsn", status="5.2.2",
+        scope="bulk", expires_at=time.time() - 1)  # fmt: skip
+    add("new@example.com", "complaint", kind="complaint", source="arf", scope="bulk")
+    add("list@example.com", "link", kind="unsubscribe", source="link", scope="list:news.example")
+    assert entries(["old@example.com"], "bulk") == [None]  # expired: blocks nothing
+    (entry,) = entries(["new@example.com"], "bulk")
+    assert entry is not None and (entry.type, entry.source, entry.scope) == (
+        "complaint",
+        "arf",
+        "bulk",
+    )
+    assert "complaint (arf, bulk)" in entry.describe()
+    assert suppressed(("new@example.com", "list@example.com")) == set()  # transactional mail goes
+
+    pipe = redis.pipeline()
+    wanted = ["old@example.com", "new@example.com", "list@example.com", "free@example.com"]
+    for scope in ("all", "bulk", "list:news.example"):
+        pipe.hmget(scope_key(scope), wanted)
+    found = campaign_blocked([[v.decode() if v else None for v in r] for r in pipe.execute()])
+    assert [bool(f) for f in found] == [False, True, True, False]
+
+    assert prune_expired("bulk") == 1 and redis.hexists(scope_key("bulk"), "new@example.com")
+    with pytest.raises(ValueError, match="do not expire"):
+        add("x@example.com", kind="manual", expires_at=time.time() + 60)
+    with pytest.raises(ValueError, match="scope"):
+        scope_key("everywhere")

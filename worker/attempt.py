@@ -13,6 +13,7 @@ from mailworker.delivery.classify import Verdict
 from mailworker.settings import Settings
 from mailworker.store import lifecycle
 from mailworker.store.addresses import normalize_address
+from mailworker.store.events import Event
 from mailworker.store.job import EmailJob
 from mailworker.store.lifecycle import Claim
 from mailworker.store.pauses import read_pause
@@ -36,6 +37,21 @@ class Outcome:
         states.update({r: f"bounced {why}" for r, why in self.bounced.items()})
         states.update({r: f"failed {why}" for r, why in self.failed.items()})
         return states
+
+    def events(self, job: EmailJob, state: str) -> list[Event]:
+        """One event per recipient for an attempt that ends in ``state``: sent, bounced or
+        failed as decided; the rest deferred (waiting) or failed (the job ended)."""
+        found, tags = [], dict(job.tags)
+        for address, where in self.recipients(job.recipients).items():
+            kind, _, why = where.partition(" ")
+            if kind == "pending":
+                kind = "deferred" if state in ("deferred", "paused", "queued") else "failed"
+            elif kind == "bounced" and why == "suppressed":
+                kind = "failed"
+            code = "250" if kind == "sent" else why.split(" ", 1)[0] if why[:1].isdigit() else ""
+            found.append(Event(kind, job.id, address, job.account, code=code,  # type: ignore[arg-type]
+                               detail=why[:200], tags=tags, attempt=job.attempt))  # fmt: skip
+        return found
 
 
 def log_attempt(job: EmailJob, outcome: str, started: float, code: int | None) -> None:

@@ -37,6 +37,7 @@ from mailworker.store import campaigns as state
 from mailworker.store import keys, lifecycle, suppression
 from mailworker.store.client import execute_scripted, get_redis
 from mailworker.store.dead import bury, letter
+from mailworker.store.events import Event, encode
 from mailworker.store.lifecycle import Settlement, State
 from mailworker.store.pauses import pause_account, paused_until, stage_held
 from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK
@@ -122,9 +123,10 @@ class BatchRun:
         def build(pipe: Any) -> None:
             lifecycle.stage_claim(pipe, batch["id"], self.owner, lease, queue=self.queue)
             state.stage_claim_recipients(pipe, self.campaign, lineage, addresses)
-            suppression.stage_reasons(pipe, addresses)
+            suppression.stage_campaign_check(pipe, addresses, batch.get("list_id"))
 
-        reply, claims, flags = execute_scripted(self.client, build)
+        reply, claims, *lookups = execute_scripted(self.client, build)
+        flags = suppression.campaign_blocked(lookups)
         claim = lifecycle.read_claim(reply)
         if claim.verdict == "skip" and claim.state == "unknown":  # queued before 0.2: adopt
             claim = lifecycle.claim(
@@ -182,9 +184,15 @@ class BatchRun:
             return
         runtime = get_runtime()
 
+        events_on = bool(self.settings.events.task)
+
         async def mark_sent(job_id: str, _: tuple[str, ...]) -> None:
             # The bit and the count move together, once, even if this batch runs again.
-            await state.mark_sent(runtime.async_redis(), self.campaign, by_job[job_id][1])
+            address = by_job[job_id][1]
+            sent = Event("sent", job_id, address, self.account, self.campaign, code="250")
+            events = encode([sent]) if events_on else ""
+            await state.mark_sent(runtime.async_redis(), self.campaign, address,
+                                  account=self.account, events=events)  # fmt: skip
 
         check = StopCheck(self.campaign, runtime.async_redis)
         results = runtime.deliver_batch(jobs, mark_sent, self.settings, proceed=check)
@@ -231,7 +239,9 @@ class BatchRun:
         if chosen.slow_down:
             slow_down(self.account, self.settings.limiter.throttle_cooldown)
         if chosen.fate is Fate.BOUNCED:
-            suppression.suppress(address, f"hard bounce: {reason}", client=self.client)
+            suppression.suppress(
+                address, reason, kind="hard-bounce", source="smtp", client=self.client
+            )
             outcome.failed[index] = f"bounced: {reason}"
         elif chosen.fate is Fate.FAILED:
             outcome.failed[index] = f"refused: {reason}"

@@ -1,13 +1,15 @@
 """Every worker's housekeeper: publishes jobs whose time has come and returns lost ones.
 
 One daemon thread per worker process (a Celery worker bootstep, so ``celery worker`` and
-embedded test workers both get it), running two duties:
+embedded test workers both get it, with the events relay of worker.events beside it when
+``EVENTS_TASK`` is set), running two duties:
 
 * the mover, every POLL_INTERVAL: ``scheduled``, ``deferred`` and ``paused`` jobs whose due
   time has passed (Redis's clock) become ``queued`` and are published;
 * the reaper, every REAP_INTERVAL in one worker of the cluster at a time (a lock with a
   TTL): jobs whose lease lapsed (their worker died or hung) and queued jobs whose broker
-  message is gone (store.lost) are published again.
+  message is gone (store.lost) are published again; once an hour, expired suppression
+  entries are deleted.
 
 Each move is an atomic step of store.lifecycle, so any number of workers on any number of
 machines can run it; a housekeeper killed between a move and its publish leaves a queued job
@@ -25,15 +27,17 @@ from typing import Any
 from celery import bootsteps
 
 from mailworker.settings import get_settings
-from mailworker.store import keys, lifecycle
+from mailworker.store import keys, lifecycle, suppression
 from mailworker.store.client import get_redis
 from mailworker.store.lost import lost_jobs
 from mailworker.tasks.send import publish
+from mailworker.worker.events import EventRelay, start_relay
 
 log = logging.getLogger("mailworker.housekeeping")
 
 POLL_INTERVAL = 0.5
 REAP_INTERVAL = 5.0
+PRUNE_INTERVAL = 3600
 
 
 def publish_ready(ready: list[lifecycle.Ready]) -> int:
@@ -61,7 +65,15 @@ def reap() -> int:
         if found is not None:
             log.warning("job %s: its queue message was lost; published again", job_id)
             ready.append(found)
+    prune_suppressions(client)
     return publish_ready(ready)
+
+
+def prune_suppressions(client: Any) -> int:
+    """Once an hour (in one worker): drop expired entries (soft-bounce suppressions)."""
+    if not client.set(keys.SUPPRESSION_PRUNED, "1", nx=True, ex=PRUNE_INTERVAL):
+        return 0
+    return suppression.prune_expired("bulk", client=client)
 
 
 class Housekeeper:
@@ -105,12 +117,17 @@ class HousekeeperStep(bootsteps.StartStopStep):
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.housekeeper = Housekeeper()
+        self.relay: EventRelay | None = None
 
     def start(self, worker: Any) -> None:
         self.housekeeper.start()
+        self.relay = start_relay(get_settings())  # EVENTS_TASK: its own thread
 
     def stop(self, worker: Any) -> None:
         self.housekeeper.stop()
+        if self.relay is not None:
+            self.relay.stop()
+            self.relay = None
 
     def shutdown(self, worker: Any) -> None:
-        self.housekeeper.stop()
+        self.stop(worker)

@@ -37,7 +37,8 @@ app.steps["consumer"].add(UndecodableStep)
 def _on_worker_init(**_: Any) -> None:
     settings = get_settings()
     init_sentry(settings)
-    serve_metrics(settings.observability.metrics_port, settings.observability.metrics_host)
+    serve_metrics(settings.observability.metrics_port, settings.observability.metrics_host,
+                  accounts=sorted(settings.accounts))  # fmt: skip
 
 
 @worker_process_init.connect

@@ -6,6 +6,8 @@ Prometheus (prometheus-client), served by the worker on ``METRICS_PORT`` when it
     mailworker_messages_total{account, outcome}    sent|deferred|bounced|failed|dead|suppressed
     mailworker_send_seconds{account}                histogram of one delivery attempt
     mailworker_pool_sessions{account, state}        open | idle | in_use | waiting, at scrape
+    mailworker_bounce_rate{account, kind}           hard | all, of recipients sent, last 24 h
+    mailworker_complaint_rate{account}              of recipients sent, last 24 h (Redis)
 
 The same outcome counts go to ``mailworker:stats:<account>`` in Redis (in the transaction
 that records the job's outcome, so they cost no extra round trip) for ``mailworker stats``,
@@ -56,10 +58,43 @@ class PoolCollector(Collector):
         yield family
 
 
+class RateCollector(Collector):
+    """The cluster's 24-hour bounce and complaint rates per account, read from Redis at
+    scrape time (store.feedback): the same on every worker, so any one scrape will do."""
+
+    def __init__(self, accounts: list[str]) -> None:
+        self.accounts = accounts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from mailworker.store.feedback import rates
+
+        bounce = GaugeMetricFamily("mailworker_bounce_rate",
+                                   "Bounced recipients per recipient sent, last 24 hours",
+                                   labels=["account", "kind"])  # fmt: skip
+        complaint = GaugeMetricFamily("mailworker_complaint_rate",
+                                      "Complaints per recipient sent, last 24 hours",
+                                      labels=["account"])  # fmt: skip
+        try:
+            found = rates(self.accounts)
+        except Exception:  # noqa: BLE001 - Redis away: a scrape without these, not an error page
+            found = {}
+        for account, values in found.items():
+            bounce.add_metric([account, "hard"], values["hard_bounce_rate"])
+            bounce.add_metric([account, "all"], values["bounce_rate"])
+            complaint.add_metric([account], values["complaint_rate"])
+        yield bounce
+        yield complaint
+
+
 _served = False
 
 
-def serve_metrics(port: int | None, host: str = "127.0.0.1", registry: Any = REGISTRY) -> bool:
+def serve_metrics(
+    port: int | None,
+    host: str = "127.0.0.1",
+    registry: Any = REGISTRY,
+    accounts: list[str] | None = None,
+) -> bool:
     """Start the Prometheus endpoint once per process; ``None`` means metrics are off.
 
     It listens on ``host`` (METRICS_HOST): loopback by default, since the counters name
@@ -68,6 +103,7 @@ def serve_metrics(port: int | None, host: str = "127.0.0.1", registry: Any = REG
     if port is None or _served:
         return False
     registry.register(PoolCollector())
+    registry.register(RateCollector(accounts or []))
     start_http_server(port, addr=host, registry=registry)
     _served = True
     log.info("Prometheus metrics on %s:%d/metrics", host, port)

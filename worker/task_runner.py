@@ -35,6 +35,7 @@ from mailworker.settings import Settings, SettingsError, get_settings
 from mailworker.store import keys, lifecycle, suppression
 from mailworker.store.client import get_redis
 from mailworker.store.dead import letter
+from mailworker.store.events import encode
 from mailworker.store.job import EmailJob, UndecodableJob
 from mailworker.store.ledger import release_idempotency_key
 from mailworker.store.lifecycle import Settlement, State
@@ -175,7 +176,7 @@ class JobRun:
                 self._slow_down(verdict)
             if chosen.fate is Fate.BOUNCED:
                 self.outcome.bounced[recipient] = reason
-                suppression.suppress(recipient, f"hard bounce: {reason}")
+                suppression.suppress(recipient, reason, kind="hard-bounce", source="smtp")
             elif chosen.fate is Fate.FAILED:
                 self.outcome.failed[recipient] = reason
             else:
@@ -374,6 +375,7 @@ class JobRun:
                 delay=delay,
                 held_in=keys.held(job.account) if held else None,
                 dead_letter=dead_letter,
+                events=encode(self.outcome.events(job, state)) if self.settings.events.task else "",
             ),
             dead_retention=self.settings.retention.dead_letters,
             client=self.client,
