@@ -25,8 +25,12 @@ from typing import Literal
 
 from mailworker.delivery.classify import Decision, classify_reply
 from mailworker.delivery.stage import Stage
+from mailworker.feedback import plaintext
 
 Kind = Literal["bounce", "complaint", "auto-reply", "unknown"]
+# ARF feedback types a person's "this is spam" sends (RFC 5965); auth-failure (RFC 6591,
+# DMARC), not-spam and the rest are not complaints about the recipient's mail.
+COMPLAINTS = frozenset({"abuse", "fraud", "virus"})
 Severity = Literal["hard", "soft", "delayed", "complaint"]
 
 _SMTP_CODE = re.compile(r"\b([245]\d\d)\b")
@@ -84,6 +88,12 @@ def _read(message: Message) -> Report:
             return _bounce(message)
     if _part(message, "message/feedback-report") is not None:
         return _complaint(message)
+    if plaintext.is_bounce(message):  # before auto-replies: Exim marks bounces auto-replied
+        return _plain_bounce(message)
+    jmrp = plaintext.jmrp_recipient(_original(message))
+    if jmrp:
+        return Report("complaint", _original_id(message),
+                      (RecipientReport(jmrp, "complaint", feedback_type="abuse"),))  # fmt: skip
     if _is_auto_reply(message):
         return Report("auto-reply", _original_id(message, fallback=True))
     return Report("unknown", _original_id(message))
@@ -96,6 +106,17 @@ def _bounce(message: Message) -> Report:
         if recipient is not None:
             recipients.append(recipient)
     return Report("bounce", _original_id(message), tuple(recipients))
+
+
+def _plain_bounce(message: Message) -> Report:
+    recipients = tuple(
+        RecipientReport(address, severity, status, diagnostic)  # type: ignore[arg-type]
+        for address, severity, status, diagnostic in plaintext.failed_recipients(
+            message, judge_failure
+        )
+    )
+    message_id = _original_id(message) or plaintext.pasted_message_id(message)
+    return Report("bounce", message_id, recipients)
 
 
 def _recipient(block: Message) -> RecipientReport | None:
@@ -131,6 +152,8 @@ def _complaint(message: Message) -> Report:
     fields = _blocks(_part(message, "message/feedback-report"))
     block = fields[0] if fields else Message()
     feedback_type = (block.get("Feedback-Type") or "abuse").strip().lower()
+    if feedback_type not in COMPLAINTS:  # a DMARC failure report, "not-spam": nobody complained
+        return Report("unknown", _original_id(message))
     original = _original(message)
     address = _address(block.get("Original-Rcpt-To") or "")
     if not address and original is not None:

@@ -27,6 +27,7 @@ from tests.bounce_mail import arf, auto_reply, block, dsn
 from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
 from tests.imap_server import DOVECOT, DovecotServer
 from tests.sentry_sink import SentrySink
+from tests.test_feedback_reports import CORPUS, SISIMAI
 
 pytestmark = [
     pytest.mark.skipif(DOVECOT is None, reason="needs Dovecot (apt-get install dovecot-imapd)"),
@@ -242,3 +243,40 @@ def test_with_return_path_a_bounce_quoting_nothing_finds_its_job_by_its_verp_add
         reload_settings()
     assert suppressed(("verp@example.com",)) == {"verp@example.com"}
     assert status(job.id)["recipients"] == {"verp@example.com": "bounced 5.1.1 hard"}  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (_, mid, _r) in SISIMAI.items() if mid))
+def test_real_provider_reports_find_their_job_and_recipient(
+    name: str, mailbox: DovecotServer, starttls_server: DevServer, redis: Any
+) -> None:
+    """Each real report (Sisimai's corpus) about a message we really sent: the original's
+    Message-ID in it is made ours, as it would be; the effect is the one its kind demands."""
+    kind, original_id, recipients = SISIMAI[name]
+    addressed = list(recipients) or ["reader@example.com"]
+    job = send_email.delay(to=addressed, subject="Your receipt", text="x")
+    wait_for_status(job.id, "sent")
+    raw = (CORPUS / f"sisimai_{name}.eml").read_bytes()
+    mailbox.deliver(raw.replace(original_id.encode(), f"<{job.id}@example.com>".encode()))
+
+    run = bounces(mailbox)
+    assert run.returncode == 0, run.stderr
+    assert f"1 {kind}" in run.stdout
+    record = status(job.id)
+    assert record is not None
+    for address, severity in recipients.items():
+        where = record["recipients"][address]
+        (everywhere,), (campaigns,) = entries([address]), entries([address], "bulk")
+        if severity == "complaint":
+            assert where.startswith("complained") and campaigns is not None
+            assert everywhere is None
+        else:
+            assert where.startswith("bounced") and where.endswith(severity), where
+            assert (everywhere is not None) == (severity == "hard")
+            assert campaigns is None
+    if not recipients:  # an auto-reply, a DMARC report: nothing happens to anyone
+        assert set(record["recipients"].values()) == {"sent"}
+        assert suppressed(tuple(addressed)) == set() and events_of(redis, job.id) == []
+    else:
+        assert [e["type"] for e in events_of(redis, job.id)] == (
+            ["complained"] if kind == "complaint" else ["bounced"] * len(recipients)
+        )

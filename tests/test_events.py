@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mailworker.dev.devserver import DevServer
+from mailworker.dev.devserver import DevServer, Reply
 from mailworker.feedback.apply import apply_report
 from mailworker.feedback.reports import read_report
 from mailworker.settings import reload_settings
@@ -23,7 +23,7 @@ from mailworker.store import keys
 from mailworker.tasks.app import configure_app
 from mailworker.tasks.send import send_email
 from tests.bounce_mail import arf, block, dsn
-from tests.helpers import messages_of, wait_for_status, wait_until, worker_process
+from tests.helpers import extra_account, messages_of, wait_for_status, wait_until, worker_process
 
 QUEUE = f"events-{os.getpid()}"
 EVENTS_QUEUE = f"eventapp-{os.getpid()}"
@@ -110,3 +110,33 @@ def test_every_outcome_reaches_the_apps_task_once_while_delivery_runs_at_full_sp
     assert "subject" not in json.dumps(events).lower() and "Receipt" not in json.dumps(events)
     # Published means deleted: the outbox holds nothing once the app has it all.
     wait_until(lambda: redis.xlen(keys.EVENTS) == 0, 10, "the outbox emptied")
+
+
+@pytest.mark.usefixtures("events_on")
+def test_a_campaign_tells_the_app_who_got_it_and_who_bounced(server: DevServer, redis: Any) -> None:
+    from mailworker.tasks.campaign import start_campaign
+
+    def refuse_nobody(command: str, argument: object, _: Any) -> Reply | None:
+        if command == "RCPT" and "nobody@" in str(argument):
+            return Reply("550 5.1.1 <nobody@example.com>: Recipient address rejected")
+        return None
+
+    server.fault = refuse_nobody
+    env = {**EVENTS, "SMTP_URL_EVBULK": server.url()}
+    with extra_account("evbulk", server.url()), worker_process("bulk", env, name="events"):
+        readers = [
+            {"email": a} for a in ("one@example.com", "nobody@example.com", "two@example.com")
+        ]
+        campaign = start_campaign({"subject": "News", "text": "Hello"}, readers, account="evbulk")
+
+        def mine() -> dict[str, Any]:
+            return {e["id"]: e for e in received(redis) if e["campaign"] == campaign}
+
+        wait_until(lambda: len(mine()) >= 3, 60, "the campaign's three events")
+    found = mine()
+    assert {(e["type"], e["recipient"], e["job_id"]) for e in found.values()} == {
+        ("sent", "one@example.com", f"{campaign}-0"),
+        ("bounced", "nobody@example.com", f"{campaign}-1"),
+        ("sent", "two@example.com", f"{campaign}-2"),
+    }
+    assert next(e for e in found.values() if e["type"] == "bounced")["code"] == "550"

@@ -145,7 +145,48 @@ def test_real_dsns_from_the_corpus(name: str, expected: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     "name", ["flufl_qmail_01.txt", "flufl_microsoft_01.txt", "flufl_simple_01.txt"]
 )
-def test_non_standard_bounces_are_never_judged_hard(name: str) -> None:
-    """qmail, old Exchange and free-text bounces are not parsed yet: they suppress nobody."""
+def test_non_standard_bounces_without_a_clear_reason_are_never_hard(name: str) -> None:
+    """qmail's "<address>:" with nothing after it, an old Exchange notice, free text: they
+    name no reason a recipient does not exist, so they suppress nobody."""
     report = read_report((CORPUS / name).read_bytes())
     assert all(r.severity != "hard" for r in report.recipients)
+
+
+# What each real provider's report means (Sisimai's corpus, BSD-2-Clause): kind, the
+# original's Message-ID, and each recipient's judgement. Office 365's 5.1.351 says "unknown
+# recipient or mailbox unavailable": ambiguous, so soft (counted, never suppressed at once).
+SISIMAI = {
+    "postfix": ("bounce", "<20140701000000.000000000000@e1.example.ne.jp>",
+                {"kijitora@example.net": "hard"}),
+    "postfix_two_recipients": ("bounce", None, {"filtered@example.co.jp": "soft",
+                                                "userunknown@example.co.jp": "hard"}),
+    "exim": ("bounce", "<d111875269acf00cb339571a5a2ce349.squirrel@example.com>",
+             {"kijitora@icloud.example.com": "hard"}),
+    "office365": ("bounce",
+                  "<SLXP216MB0381A8F03A83505296890D11A9950@SLXP216MB0381.KORP216.PROD.OUTLOOK.COM>",
+                  {"otsu-sakaba-hunter-neko-nyaaaaaaan@ezweb.ne.jp": "soft"}),
+    "gmail": ("bounce", "<CAByYQsEX_JRXGPsXSPPDkp_7RcmLbQcOERwTgCTFt-kq-ayXjQ@mail.gmail.com>",
+              {"otsu-sakaba-hunter-neko-nyaaaaaaan@ezweb.ne.jp": "hard"}),
+    "yahoo": ("bounce", "<D957E346-5D46-47EE-8CEF-EF76A51AFD20@yahoo.com>",
+              {"mailboxfull@libsisimai.org": "soft"}),
+    "amazonses": ("bounce",
+                  "<01010157b3c0c026-110cf920-4be1-4c36-87c0-1f48d0cc6639-000000@us-west-2.amazonses.com>",
+                  {"bounce@simulator.amazonses.com": "hard"}),
+    "mailbox_full": ("bounce", "<qbddfL3NB0z0D2Ld@smtp-gw1.example.jp>",
+                     {"kijitora@google.example.com": "soft"}),
+    "arf": ("complaint", "<000000000000000000000000.smtp@example.com>",
+            {"this-local-part-does-not-exist-on-yahoo@yahoo.com": "complaint"}),
+    "microsoft_jmrp_complaint": ("complaint", "<d4cb0d6593464552a34f4429b3e7f92f@example.com>",
+                                 {"recipient@hotmail.com": "complaint"}),
+    "arf_dmarc_auth_failure": ("unknown", "<105855309.1523556.1415796020873@example.net>", {}),
+    "auto_reply": ("auto-reply",
+                   "<20170210191426.1wKDapP798yQEJKMGjlLVAmNMYzWOBbq@example.net.br>", {}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SISIMAI))
+def test_real_provider_reports(name: str) -> None:
+    kind, message_id, recipients = SISIMAI[name]
+    report = read_report((CORPUS / f"sisimai_{name}.eml").read_bytes())
+    assert (report.kind, report.message_id) == (kind, message_id)
+    assert {r.address: r.severity for r in report.recipients} == recipients

@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio
 
 from mailworker.store import keys
+from mailworker.store.events import Event, EventType, encode
 
 Recipient = list[Any]  # [index, address, variables]
 
@@ -31,6 +32,19 @@ class BatchOutcome:
     parked: list[Recipient] = field(default_factory=list)  # the campaign was paused
     cancelled: list[Recipient] = field(default_factory=list)  # the campaign was cancelled
     failing: tuple[str, int | None] | None = None  # a transient failure of the account
+
+    def failure_events(self, campaign: str, account: str, recipients: list[Recipient]) -> str:
+        """The ``bounced`` / ``failed`` events of this batch's failed recipients (encoded
+        for the settle step); each names its message as its Message-ID does."""
+        addresses = {index: address for index, address, *_ in recipients}
+        events = []
+        for index, why in self.failed.items():
+            kind: EventType = "bounced" if why.startswith("bounced") else "failed"
+            reason = why.partition(": ")[2]
+            code = reason.split(" ", 1)[0] if reason[:1].isdigit() else ""
+            events.append(Event(kind, f"{campaign}-{index}", addresses.get(index, ""), account,
+                                campaign, code=code, detail=why[:200]))  # fmt: skip
+        return encode(events)
 
 
 class StopCheck:

@@ -335,6 +335,9 @@ class BatchRun:
                 counters=keys.campaign(self.campaign, "counts"),
                 notes_in=keys.campaign(self.campaign, "errors"),
                 notes={str(index): why for index, why in self.outcome.failed.items()},
+                events=self.outcome.failure_events(self.campaign, self.account, self.recipients)
+                if self.settings.events.task
+                else "",
                 keep_for=max(lifecycle.RECORD_TTL, self.settings.retention.campaigns),
             ),
             dead_retention=self.settings.retention.dead_letters,
