@@ -38,6 +38,7 @@ LIMITS_FAR_ABOVE = "rate=100000/s,100000000/d&rate.example.com=100000/s"
 class Run:
     seconds: float
     peak_rss_mb: float | None = None
+    cpu_seconds: float | None = None  # the worker process's user + system time in the run
 
     def rate(self, count: int) -> float:
         return count / self.seconds
@@ -71,14 +72,8 @@ def main() -> None:
     args = parser.parse_args()
 
     private = start_private_redis()
-    certs = Path(tempfile.mkdtemp(prefix="mailworker-bench-"))
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "bench.sink", "--redis", private.url, "--certs", str(certs)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    sink, port, ca_file = start_sink(private.url)
     try:
-        _, port, ca_file = sink.stdout.readline().split()  # type: ignore[union-attr]
         env = {
             "REDIS_URL": private.url,
             "SMTP_URL": f"smtp+starttls://{USER.replace('@', '%40')}:{PASSWORD}@127.0.0.1:{port}"
@@ -109,6 +104,19 @@ def main() -> None:
         sink.wait(10)
         private.stop()
     report(results, args, bulk, limiter, latency)
+
+
+def start_sink(redis_url: str, chunking: bool = False) -> tuple[subprocess.Popen[str], str, str]:
+    """The sink in its own process: the process, its port and its CA file."""
+    certs = Path(tempfile.mkdtemp(prefix="mailworker-bench-"))
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "bench.sink", "--redis", redis_url, "--certs", str(certs)]
+        + (["--chunking"] if chunking else []),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    _, port, ca_file = sink.stdout.readline().split()  # type: ignore[union-attr]
+    return sink, port, ca_file
 
 
 class Bench:
@@ -182,14 +190,17 @@ class Bench:
             self._wait_for(1, keys)
             self._reset(keys)
             spy = self._profile(worker.pid) if profile else None
+            cpu = _cpu_seconds(worker.pid)
             started = time.time()
             produce(self.args.messages)
             finished = self._wait_for(self.args.messages, keys)
             rss = _peak_rss_mb(worker.pid)
+            used = _cpu_seconds(worker.pid)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
-            return Run(finished - started, rss)
+            spent = used - cpu if used is not None and cpu is not None else None
+            return Run(finished - started, rss, spent)
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(30)
@@ -215,7 +226,7 @@ class Bench:
 
         def produce(count: int) -> None:
             for i in range(count):
-                baseline_send.delay(f"reader{i}@example.com", f"baseline {i}", "x")
+                baseline_send.delay(f"reader{i}@example.com", f"baseline {i} t={time.time()}", "x")
 
         return produce
 
@@ -237,7 +248,8 @@ class Bench:
 
         def produce(count: int) -> None:
             for i in range(count):
-                send_email.delay(to=f"reader{i}@example.com", subject=f"mailworker {i}", text="x")
+                subject = f"mailworker {i} t={time.time()}"  # the sink's latency sample
+                send_email.delay(to=f"reader{i}@example.com", subject=subject, text="x")
 
         return produce
 
@@ -278,6 +290,15 @@ class Bench:
             return None
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of process ``pid`` (all its threads) so far, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -316,12 +337,19 @@ def report(
         name: statistics.median(r.rate(count) for r in runs) for name, runs in results.items()
     }
     rss = {name: max((r.peak_rss_mb or 0) for r in runs) for name, runs in results.items()}
+    cpu = {
+        name: statistics.median(1000 * r.cpu_seconds / count for r in runs if r.cpu_seconds)
+        if any(r.cpu_seconds for r in runs)
+        else None
+        for name, runs in results.items()
+    }
     lines = [
         f"{count} messages, {args.runs} runs (median), worker concurrency {args.concurrency}, "
         f"`threads` pool, STARTTLS + AUTH sink on loopback",
         "",
-        "| scenario | messages/s | vs baseline | vs ceiling | worker peak RSS |",
-        "|---|---:|---:|---:|---:|",
+        "| scenario | messages/s | vs baseline | vs ceiling | worker peak RSS | "
+        "worker CPU s / 1000 msgs |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     names = {
         "baseline": "Celery task + smtplib, connection per message (baseline)",
@@ -332,10 +360,12 @@ def report(
     }
     for name in ("baseline", "mailworker", "limited", "ceiling", "floor"):
         memory = f"{rss[name]:.0f} MB" if rss[name] else "-"
+        spent = cpu[name]
+        used = f"{spent:.2f} ({spent / cpu['baseline']:.2f}x)" if spent and cpu["baseline"] else "-"
         lines.append(
             f"| {names[name]} | {median[name]:.0f} | "
             f"{median[name] / median['baseline']:.2f}x | "
-            f"{median[name] / median['ceiling']:.0%} | {memory} |"
+            f"{median[name] / median['ceiling']:.0%} | {memory} | {used} |"
         )
     lines += [
         "",

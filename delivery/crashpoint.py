@@ -6,7 +6,8 @@ variable (always, outside those tests) each point is one frozenset lookup. The s
 
     taken      the task started: the message is out of the queue, the job not yet claimed
     claimed    the job is ``sending`` under this worker's lease
-    mail-from  the server accepted MAIL FROM (with the pipelined RCPTs and DATA)
+    mail-from  the server accepted MAIL FROM (with the pipelined RCPTs and DATA); with
+               CHUNKING the envelope and content are answered together: no such moment
     accepted   the server said 250 to the content; not yet written down (RFC 1047 window)
     recorded   the 250 is in the sent-ledger; the job is not yet settled
     settled    the job's new state is committed; the broker message not yet acked

@@ -199,6 +199,7 @@ async def _transaction(
             )
         options.append("SMTPUTF8")
     refused, reply = await send_transaction(
-        smtp, envelope.sender, recipients, envelope.data, mail_options=options
-    )
+        smtp, envelope.sender, recipients, envelope.data, mail_options=options,
+        chunking=account.chunking,
+    )  # fmt: skip
     return {r: Refusal(resp.code, resp.message) for r, resp in refused.items()}, reply

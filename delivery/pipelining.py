@@ -1,9 +1,12 @@
-"""SMTP PIPELINING (RFC 2920): one mail transaction in two round trips instead of 3 + recipients.
+"""SMTP PIPELINING (RFC 2920): one mail transaction in two round trips instead of 3 + recipients,
+and in one where the server also offers CHUNKING (RFC 3030).
 
 Where the server advertises PIPELINING, MAIL FROM, every RCPT TO and DATA go out in one write
-and their replies are read together; then the message, then its reply. Each RCPT reply is
-still judged on its own, so one refused recipient never fails the others. A server that does
-not advertise it gets aiosmtplib's lock-step ``sendmail``.
+and their replies are read together; then the message, then its reply. With CHUNKING the
+message itself follows ``BDAT <size> LAST`` in that same write (no dot-stuffing, no DATA
+round trip), so the whole transaction is one round trip. Each RCPT reply is still judged on
+its own, so one refused recipient never fails the others. A server that does not advertise
+PIPELINING gets aiosmtplib's lock-step ``sendmail``.
 
 aiosmtplib's protocol keeps one reply at a time: data that arrives while the previous reply
 waits to be picked up is dropped, and a second reply already in the buffer is never parsed.
@@ -65,9 +68,10 @@ class PipeliningProtocol(SMTPProtocol):
         return await super().read_response(timeout)
 
     async def pipeline(
-        self, commands: Sequence[bytes], timeout: float | None
+        self, commands: Sequence[bytes], timeout: float | None, trailer: bytes = b""
     ) -> list[SMTPResponse]:
-        """Write ``commands`` in one go and return their replies, in order.
+        """Write ``commands`` (and ``trailer``, a BDAT chunk) in one go and return their
+        replies, in order.
 
         Stops early (returning fewer replies) only when the connection drops after at least
         one reply arrived, so the caller can judge the replies it has.
@@ -81,7 +85,7 @@ class PipeliningProtocol(SMTPProtocol):
         async with self._command_lock:
             self._owed = len(commands)
             try:
-                self.write(b"".join(command + b"\r\n" for command in commands))
+                self.write(b"".join(command + b"\r\n" for command in commands) + trailer)
                 while self._owed:
                     try:
                         replies.append(await self.read_response(timeout))
@@ -125,8 +129,10 @@ async def send_transaction(
     *,
     mail_options: Sequence[str] = (),
     timeout: float | None = None,
+    chunking: bool = True,
 ) -> tuple[dict[str, SMTPResponse], str]:
-    """Send one message; same result and exceptions as ``aiosmtplib.SMTP.sendmail``.
+    """Send one message; same result and exceptions as ``aiosmtplib.SMTP.sendmail``;
+    ``chunking``: use BDAT where the server offers it.
 
     Returns the refused recipients (with their replies) and the final reply's text; when
     every recipient is refused, all of them and an empty text (nothing was sent). Raises
@@ -139,7 +145,9 @@ async def send_transaction(
                 sender, list(recipients), data, mail_options=list(mail_options), timeout=timeout
             )
         try:
-            return await _pipelined(smtp, sender, recipients, data, mail_options, timeout)
+            chunked = chunking and smtp.supports_extension("chunking")
+            send = _chunked if chunked else _pipelined
+            return await send(smtp, sender, recipients, data, mail_options, timeout)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
             with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
                 await smtp.rset(timeout=timeout)
@@ -156,6 +164,56 @@ async def _pipelined(
     mail_options: Sequence[str],
     timeout: float | None,
 ) -> tuple[dict[str, SMTPResponse], str]:
+    """MAIL, RCPTs and DATA in one write; the content after the 354: two round trips."""
+    protocol, commands, message = _envelope_commands(smtp, sender, recipients, data, mail_options)
+    commands.append(b"DATA")
+    replies = await protocol.pipeline(commands, timeout)
+    refused = _judge(replies, sender, recipients, len(commands))
+    crash_point("mail-from")
+    data_reply = replies[-1]
+    if len(refused) == len(recipients):
+        if data_reply.code == _START_INPUT:
+            # A server that took DATA with no recipient: end the empty message (RFC 2920 3.1).
+            await _send_content(protocol, b"", timeout)
+        raise _all_refused(refused)
+    if data_reply.code != _START_INPUT:
+        raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
+    final = await _send_content(protocol, message, timeout)
+    if final.code != _COMPLETED:
+        raise aiosmtplib.SMTPDataError(final.code, final.message)
+    return refused, final.message
+
+
+async def _chunked(
+    smtp: aiosmtplib.SMTP,
+    sender: str,
+    recipients: Sequence[str],
+    data: bytes,
+    mail_options: Sequence[str],
+    timeout: float | None,
+) -> tuple[dict[str, SMTPResponse], str]:
+    """MAIL, RCPTs, ``BDAT <size> LAST`` and the content in one write: one round trip. The
+    server reads the chunk whatever the RCPTs got (RFC 3030 3), so a transaction every
+    recipient refused ends with its BDAT refused, nothing delivered."""
+    protocol, commands, message = _envelope_commands(smtp, sender, recipients, data, mail_options)
+    commands.append(f"BDAT {len(message)} LAST".encode("ascii"))
+    replies = await protocol.pipeline(commands, timeout, trailer=message)
+    refused = _judge(replies, sender, recipients, len(commands))
+    if len(refused) == len(recipients):
+        raise _all_refused(refused)
+    final = replies[-1]
+    if final.code != _COMPLETED:
+        raise aiosmtplib.SMTPDataError(final.code, final.message)
+    return refused, final.message
+
+
+def _envelope_commands(
+    smtp: aiosmtplib.SMTP,
+    sender: str,
+    recipients: Sequence[str],
+    data: bytes,
+    mail_options: Sequence[str],
+) -> tuple[PipeliningProtocol, list[bytes], bytes]:
     protocol = smtp.protocol
     assert isinstance(protocol, PipeliningProtocol)
     encoding = "utf-8" if any(o.lower() == "smtputf8" for o in mail_options) else "ascii"
@@ -166,7 +224,6 @@ async def _pipelined(
     options = list(mail_options)
     if smtp.supports_extension("size"):
         options.insert(0, f"SIZE={len(message)}")
-
     commands = [
         b" ".join(
             [b"MAIL FROM:" + quote_address(sender).encode(encoding)]
@@ -174,37 +231,29 @@ async def _pipelined(
         )
     ]
     commands += [b"RCPT TO:" + quote_address(r).encode(encoding) for r in recipients]
-    commands.append(b"DATA")
-    replies = await protocol.pipeline(commands, timeout)
+    return protocol, commands, message
 
+
+def _judge(
+    replies: Sequence[SMTPResponse], sender: str, recipients: Sequence[str], expected: int
+) -> dict[str, SMTPResponse]:
+    """The MAIL reply (a refusal raises) and the refused recipients, each on its own reply."""
     mail_reply, rcpt_replies = replies[0], replies[1 : 1 + len(recipients)]
     if mail_reply.code != _COMPLETED:
         raise aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
-    crash_point("mail-from")
-    if len(replies) < len(commands):
+    if len(replies) < expected:
         raise _cut_short(recipients, rcpt_replies)
-    refused = {
+    return {
         recipient: reply
         for recipient, reply in zip(recipients, rcpt_replies, strict=True)
         if reply.code not in (_COMPLETED, _WILL_FORWARD)
     }
-    data_reply = replies[-1]
-    if len(refused) == len(recipients):
-        if data_reply.code == _START_INPUT:
-            # A server that took DATA with no recipient: end the empty message (RFC 2920 3.1).
-            await _send_content(protocol, b"", timeout)
-        raise aiosmtplib.SMTPRecipientsRefused(
-            [
-                aiosmtplib.SMTPRecipientRefused(r.code, r.message, rcpt)
-                for rcpt, r in refused.items()
-            ]
-        )
-    if data_reply.code != _START_INPUT:
-        raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
-    final = await _send_content(protocol, message, timeout)
-    if final.code != _COMPLETED:
-        raise aiosmtplib.SMTPDataError(final.code, final.message)
-    return refused, final.message
+
+
+def _all_refused(refused: dict[str, SMTPResponse]) -> aiosmtplib.SMTPRecipientsRefused:
+    return aiosmtplib.SMTPRecipientsRefused(
+        [aiosmtplib.SMTPRecipientRefused(r.code, r.message, rcpt) for rcpt, r in refused.items()]
+    )
 
 
 def _cut_short(

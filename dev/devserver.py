@@ -10,83 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email
-import email.policy
 import gc
 import itertools
 import socket
-import threading
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from mailworker.dev.chunking import ChunkingSMTP
+from mailworker.dev.serverlog import Fault, ReceivedMessage, Reply, ServerLog
+
+__all__ = ["DevServer", "Fault", "ReceivedMessage", "RecordingSMTP", "Reply", "ServerLog",
+           "TlsMode", "free_port"]  # fmt: skip
 
 TlsMode = Literal["starttls", "implicit", "none"]
 
 
-@dataclass(frozen=True)
-class Reply:
-    """What a fault makes the server answer; ``close`` drops the connection after it.
-
-    ``Reply(None, close=True)`` drops the connection without answering or processing.
-    """
-
-    text: str | None
-    close: bool = False
-
-
-# (command, argument, server) -> a Reply to inject, or None to behave normally.
-Fault = Callable[[str, Any, "RecordingSMTP"], Reply | None]
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    data: bytes
-    connection: int
-    tls: bool
-    user: str | None
-    received_at: float
-
-    @property
-    def message(self) -> email.message.EmailMessage:
-        return email.message_from_bytes(self.data, policy=email.policy.default)
-
-
-@dataclass
-class ServerLog:
-    """Everything the server saw; read it from any thread."""
-
-    messages: list[ReceivedMessage] = field(default_factory=list)
-    commands: Counter[str] = field(default_factory=Counter)
-    reads: int = 0  # chunks received from clients: pipelined commands arrive in one
-    connections: int = 0
-    open_connections: int = 0
-    max_concurrent: int = 0
-    plaintext_auth_attempts: int = 0
-    live: set[RecordingSMTP] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    changed: threading.Condition = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.changed = threading.Condition(self.lock)
-
-    def wait_for_messages(self, count: int, timeout: float = 30.0) -> list[ReceivedMessage]:
-        """Block until at least ``count`` messages arrived; return them all."""
-        with self.changed:
-            self.changed.wait_for(lambda: len(self.messages) >= count, timeout)
-            return list(self.messages)
-
-
-class RecordingSMTP(SMTP):
-    """aiosmtpd's SMTP session, plus counting, fault injection and TLS-aware AUTH."""
+class RecordingSMTP(ChunkingSMTP):
+    """aiosmtpd's SMTP session, plus BDAT, counting, fault injection and TLS-aware AUTH."""
 
     def __init__(
         self,
@@ -181,6 +127,8 @@ class RecordingHandler:
             # aiosmtpd reads commands one by one, so pipelined ones are simply queued;
             # advertise it as Postfix and the big providers do.
             responses.insert(-1, "250-PIPELINING")
+        if server.chunking:
+            responses.insert(-1, "250-CHUNKING")
         return responses
 
     async def handle_DATA(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
@@ -230,6 +178,7 @@ class DevServer:
         fault: Fault | None = None,
         advertise_auth_in_clear: bool = False,
         pipelining: bool = True,
+        chunking: bool = False,  # BDAT (dev.chunking), off as in aiosmtpd
         on_message: Callable[[ReceivedMessage], None] | None = None,
     ) -> None:
         self.tls = tls
@@ -243,7 +192,7 @@ class DevServer:
         self._ids = itertools.count(1)
         self._idle_timeout = idle_timeout
         self._advertise_auth_in_clear = advertise_auth_in_clear
-        self.pipelining = pipelining
+        self.pipelining, self.chunking = pipelining, chunking
         self._ca, self.ca_file, self._server_tls = _certificates(ca, certificate_dir, tls)
         self._controller: Controller | None = None
 
@@ -353,7 +302,7 @@ class _Controller(Controller):
             # aiosmtpd cannot see implicit TLS and warns that AUTH does not require it;
             # _authenticate refuses AUTH on any unencrypted transport itself.
             warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-            return RecordingSMTP(
+            session = RecordingSMTP(
                 self.handler,
                 log=owner.log,
                 faults=lambda: owner.fault,
@@ -362,6 +311,8 @@ class _Controller(Controller):
                 pipelining=owner.pipelining,
                 **self.SMTP_kwargs,
             )
+        session.chunking = owner.chunking
+        return session
 
     def _trigger_server(self) -> None:
         # A bare TCP connect is enough to make asyncio invoke the factory.

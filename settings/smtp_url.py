@@ -63,6 +63,7 @@ class SmtpAccount:
     client_id: str | None = None
     scope: str | None = None
     pipelining: bool = True  # RFC 2920, where the server offers it; off for a broken server
+    chunking: bool = True  # RFC 3030 BDAT, where the server offers it (with PIPELINING)
     # Certificate and host name checks; off only by an explicit tls_verify=off, which the
     # worker logs as a WARNING on every connection (worker/tls.py).
     tls_verify: bool = True
@@ -117,6 +118,7 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
             "use smtp+starttls:// (port 587) or smtps:// (port 465)",
         )
     pipelining = _switch(variable, options, "pipelining")
+    chunking = _switch(variable, options, "chunking")
     tls_verify = _switch(variable, options, "tls_verify")
     token_url = options.pop("token_url", None)
     insecure_token_url = _switch(variable, options, "insecure_token_url", default="off")
@@ -139,6 +141,7 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         client_id=options.pop("client_id", None),
         scope=options.pop("scope", None),
         pipelining=pipelining,
+        chunking=chunking,
         tls_verify=tls_verify,
         limits=pop_limits(variable, options),
         pool=_pool_options(variable, options),
@@ -149,6 +152,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_.]{0,39}")
 _SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
 _OTHERS = [
     "auth",
+    "chunking",
     "client_id",
     "cluster_connections",
     "insecure_token_url",
