@@ -15,6 +15,7 @@ from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.tasks import send_email
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
+from tests.test_pipelining import assert_lines_with_dots_arrive_intact
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -52,12 +53,7 @@ def test_one_write_per_message_with_chunking_and_two_without(
 
 
 def test_the_content_arrives_byte_for_byte_without_dot_stuffing(chunking_server: DevServer) -> None:
-    text = ".leading dot\n.\n..two dots\nlast line"
-    with extra_account("chunkdots", chunking_server.url()):
-        job = send_email.delay(to="ann@example.com", subject="s", text=text, account="chunkdots")
-        wait_all_sent([job.id])
-    [delivered] = messages_of(chunking_server, job.id)
-    assert delivered.message.get_content().replace("\r\n", "\n").rstrip("\n") == text
+    assert_lines_with_dots_arrive_intact(chunking_server, "chunkdots")
     assert chunking_server.log.commands["BDAT"] >= 1
 
 
