@@ -3,8 +3,10 @@
 aiosmtpd answers every command it has read before it closes, so a test server built on it
 hides a client bug that Postfix shows: a 421 answered to a pipelined RCPT, then the
 connection closed with the DATA still unanswered. This one speaks implicit TLS with a
-certificate from the tests' CA, takes any AUTH PLAIN, advertises PIPELINING and answers each
-RCPT with what ``rcpt_reply`` says.
+certificate from the tests' CA, takes any AUTH PLAIN, advertises PIPELINING (and, with
+``chunking``, CHUNKING: BDAT) and answers each RCPT with what ``rcpt_reply`` says; with
+``split_replies`` every reply goes out in two pieces, a moment apart, so the client reads it
+across separate reads.
 """
 
 from __future__ import annotations
@@ -31,8 +33,16 @@ class RawLog:
 
 
 class RawSmtpServer:
-    def __init__(self, ca: trustme.CA, rcpt_reply: RcptReply) -> None:
+    def __init__(
+        self,
+        ca: trustme.CA,
+        rcpt_reply: RcptReply,
+        *,
+        chunking: bool = False,
+        split_replies: bool = False,
+    ) -> None:
         self.rcpt_reply = rcpt_reply
+        self.chunking, self.split_replies = chunking, split_replies
         self.log = RawLog()
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("localhost", "127.0.0.1").configure_cert(self._context)
@@ -78,14 +88,24 @@ class _Session:
         self.reader = sock.makefile("rb")
 
     def send(self, *lines: str) -> None:
-        self.sock.sendall("".join(line + "\r\n" for line in lines).encode())
+        data = "".join(line + "\r\n" for line in lines).encode()
+        if not self.server.split_replies:
+            self.sock.sendall(data)
+            return
+        for line in lines:  # each reply in two writes: the client must put it back together
+            encoded = (line + "\r\n").encode()
+            self.sock.sendall(encoded[:3])
+            time.sleep(0.002)
+            self.sock.sendall(encoded[3:])
 
     def run(self) -> None:
         self.send("220 raw.example.com ESMTP Postfix")
         while line := self.reader.readline():
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
-                self.send("250-raw.example.com", "250-PIPELINING", "250-AUTH PLAIN", "250 8BITMIME")
+                chunking = ["250-CHUNKING"] if self.server.chunking else []
+                self.send("250-raw.example.com", "250-PIPELINING", *chunking, "250-AUTH PLAIN",
+                          "250 8BITMIME")  # fmt: skip
             elif verb == b"AUTH":
                 self.send("235 2.7.0 Authentication successful")
             elif verb == b"RCPT":
@@ -94,6 +114,9 @@ class _Session:
                     self.send(reply)
                     return  # close at once: the pipelined DATA stays unanswered
                 self.send(reply or "250 2.1.5 Ok")
+            elif verb == b"BDAT" and self.server.chunking:
+                size = int(line.split()[1])
+                self._record(self.reader.read(size))
             elif verb == b"DATA":
                 self.send("354 End data with <CR><LF>.<CR><LF>")
                 self._message()
@@ -107,6 +130,9 @@ class _Session:
         data = bytearray()
         while (line := self.reader.readline()) not in (b".\r\n", b""):
             data += line
+        self._record(bytes(data))
+
+    def _record(self, data: bytes) -> None:
         log = self.server.log
         with log.lock:
             log.messages.append((time.time(), self.number, bytes(data)))

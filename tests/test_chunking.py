@@ -15,6 +15,7 @@ from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.tasks import send_email
 from tests.conftest import PASSWORD, USER
 from tests.helpers import extra_account, messages_of, send_many, wait_all_sent, wait_for_status
+from tests.raw_smtp import RawSmtpServer
 from tests.test_pipelining import assert_lines_with_dots_arrive_intact
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
@@ -81,3 +82,31 @@ def test_a_refused_rcpt_fails_only_that_recipient_and_all_refused_sends_nothing(
     assert messages_of(chunking_server, none.id) == []
     assert all(len(messages_of(chunking_server, job_id)) == 1 for job_id in after)
     assert chunking_server.log.connections == 1
+
+
+def test_replies_split_across_reads_and_a_postfix_421_with_chunking(ca: trustme.CA) -> None:
+    """A Postfix-like raw server offering CHUNKING writes every reply in two pieces: each is
+    still read and judged on its own; a 421 to a RCPT of the first connection (Postfix's
+    anvil, then close, the BDAT unanswered) costs a retry, never a duplicate."""
+
+    def replies(connection: int, recipient: str) -> str | None:
+        if "gone@" in recipient:
+            return "550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown"
+        if connection == 1 and "late@" in recipient:
+            return "421 4.7.0 raw.example.com Error: too many connections"
+        return None
+
+    with RawSmtpServer(ca, replies, chunking=True, split_replies=True) as raw, \
+            extra_account("rawchunk", raw.url()):  # fmt: skip
+        some = send_email.delay(to=["a@example.com", "gone@example.com", "c@example.com"],
+                                subject="s", text="t", account="rawchunk")  # fmt: skip
+        record = wait_for_status(some.id, "sent", "failed")
+        late = send_email.delay(to="late@example.com", subject="s", text="t", account="rawchunk")
+        wait_for_status(late.id, "sent", timeout=30)
+    outcomes = record["recipients"]
+    assert (outcomes["a@example.com"], outcomes["c@example.com"]) == ("sent", "sent")
+    assert outcomes["gone@example.com"].startswith("bounced 550")
+    bodies = [data for _, _, data in raw.log.messages]
+    assert sum(some.id.encode() in b for b in bodies) == 1
+    assert sum(late.id.encode() in b for b in bodies) == 1  # retried, delivered once
+    assert all(b"BDAT" not in b for b in bodies)  # the chunk is the message, nothing more
