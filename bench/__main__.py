@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument(
         "--delay-ms", type=float, default=10.0, help="the proxy's delay each way (round trips)"
     )
+    parser.add_argument("--chunking", action="store_true", help="the sink offers CHUNKING")
     parser.add_argument(
         "--campaign",
         type=int,
@@ -72,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
 
     private = start_private_redis()
-    sink, port, ca_file = start_sink(private.url)
+    sink, port, ca_file = start_sink(private.url, chunking=args.chunking)
     try:
         env = {
             "REDIS_URL": private.url,
@@ -417,7 +418,10 @@ def _latency_lines(latency: dict[str, Any]) -> str:
         f"{latency['ratio']:.2f}x; {latency['of_ideal']:.0%} of the ideal "
         f"connections / (2 x RTT) = {latency['ideal']:.0f}/s, "
         f"{latency['of_measured_ideal']:.0%} of it at the round trip a session measures "
-        f"(NOOP median {latency['measured_rtt_ms']:.1f} ms: proxy and server turnaround)."
+        f"(NOOP median {latency['measured_rtt_ms']:.1f} ms: proxy and server turnaround). "
+        f"With CHUNKING offered: {latency['chunked']:.0f}/s, "
+        f"{latency['chunked_vs_piped']:.2f}x PIPELINING alone, "
+        f"{latency['chunked_of_one_rtt_ideal']:.0%} of connections / RTT."
     )
 
 

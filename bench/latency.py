@@ -58,7 +58,8 @@ def main() -> None:
         settings = load_settings(
             {
                 **os.environ,
-                "SMTP_URL_PIPED": f"{urlunsplit(proxied)}&pipelining=on",
+                "SMTP_URL_CHUNKED": f"{urlunsplit(proxied)}&pipelining=on&chunking=on",
+                "SMTP_URL_PIPED": f"{urlunsplit(proxied)}&pipelining=on&chunking=off",
                 "SMTP_URL_LOCKSTEP": f"{urlunsplit(proxied)}&pipelining=off",
             }
         )
@@ -71,11 +72,19 @@ def main() -> None:
     ideal = args.connections / (2 * rtt)
     measured_ideal = args.connections / (2 * noop_rtt)
     piped, lockstep = statistics.median(rates["piped"]), statistics.median(rates["lockstep"])
+    chunked = statistics.median(rates["chunked"])
     print(
         json.dumps(
             {
                 "rtt_ms": rtt * 1000,
                 "connections": args.connections,
+                # With a sink offering CHUNKING: one round trip a message (else as piped).
+                "chunked": chunked,
+                "chunked_vs_piped": statistics.median(
+                    c / p for c, p in zip(rates["chunked"], rates["piped"], strict=True)
+                ),
+                "chunked_of_one_rtt_ideal": chunked / (args.connections / rtt),
+                "chunked_of_measured_one_rtt_ideal": chunked / (args.connections / noop_rtt),
                 "pipelined": piped,
                 "lockstep": lockstep,
                 "ratio": statistics.median(  # paired rounds
@@ -93,7 +102,7 @@ def main() -> None:
 def _measure(settings: Settings, args: argparse.Namespace) -> dict[str, list[float]]:
     """Messages/s per round for each account, the two alternating round by round."""
     runtime = Runtime()
-    rates: dict[str, list[float]] = {"piped": [], "lockstep": []}
+    rates: dict[str, list[float]] = {"chunked": [], "piped": [], "lockstep": []}
     try:
         for account in rates:  # open and warm every connection first
             send_round(runtime, settings, account, args.connections * 2)
