@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from bench.cpu import cpu_seconds
 from bench.sink import COUNTER, FLOOR_DONE, FLOOR_LAST, LAST, PASSWORD, USER
 from mailworker.dev.devredis import start_private_redis
 from mailworker.worker.commands import celery_worker_argv
@@ -191,12 +192,12 @@ class Bench:
             self._wait_for(1, keys)
             self._reset(keys)
             spy = self._profile(worker.pid) if profile else None
-            cpu = _cpu_seconds(worker.pid)
+            cpu = cpu_seconds(worker.pid)
             started = time.time()
             produce(self.args.messages)
             finished = self._wait_for(self.args.messages, keys)
             rss = _peak_rss_mb(worker.pid)
-            used = _cpu_seconds(worker.pid)
+            used = cpu_seconds(worker.pid)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
@@ -291,15 +292,6 @@ class Bench:
             return None
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of process ``pid`` (all its threads) so far, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -382,7 +374,7 @@ def report(
             f"({', '.join(f'{r:.2f}x' for r in limiter['ratios'])})."
         )
     if latency is not None:
-        lines += ["", _latency_lines(latency)]
+        lines += ["", _latency_lines(latency, args.chunking)]
     if bulk is not None:
         lines += [
             "",
@@ -401,6 +393,8 @@ def report(
             f"{bulk.latency_idle[1] * 1000:.0f} ms |",
             f"| transactional latency p50 / p99, during the campaign | "
             f"{bulk.latency_during[0] * 1000:.0f} ms / {bulk.latency_during[1] * 1000:.0f} ms |",
+            f"| bulk worker CPU s / 1000 messages | "
+            f"{bulk.cpu_per_1000 if bulk.cpu_per_1000 is not None else float('nan'):.2f} |",
         ]
     text = "\n".join(lines)
     print(text)
@@ -408,7 +402,7 @@ def report(
     (RESULTS / "latest.md").write_text(text + "\n")
 
 
-def _latency_lines(latency: dict[str, Any]) -> str:
+def _latency_lines(latency: dict[str, Any], chunking: bool) -> str:
     per = latency["connections"]
     return (
         f"Round trips (`bench/latency.py`, {latency['rtt_ms']:.0f} ms RTT proxy, {per} "
@@ -418,10 +412,14 @@ def _latency_lines(latency: dict[str, Any]) -> str:
         f"{latency['ratio']:.2f}x; {latency['of_ideal']:.0%} of the ideal "
         f"connections / (2 x RTT) = {latency['ideal']:.0f}/s, "
         f"{latency['of_measured_ideal']:.0%} of it at the round trip a session measures "
-        f"(NOOP median {latency['measured_rtt_ms']:.1f} ms: proxy and server turnaround). "
-        f"With CHUNKING offered: {latency['chunked']:.0f}/s, "
-        f"{latency['chunked_vs_piped']:.2f}x PIPELINING alone, "
-        f"{latency['chunked_of_one_rtt_ideal']:.0%} of connections / RTT."
+        f"(NOOP median {latency['measured_rtt_ms']:.1f} ms: proxy and server turnaround)."
+        + (
+            f" With CHUNKING offered: {latency['chunked']:.0f}/s, "
+            f"{latency['chunked_vs_piped']:.2f}x PIPELINING alone, "
+            f"{latency['chunked_of_one_rtt_ideal']:.0%} of connections / RTT."
+            if chunking
+            else ""
+        )
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from bench.cpu import cpu_seconds as _cpu_seconds
 from bench.sink import COUNTER, LAST
 from mailworker.worker.commands import celery_worker_argv
 
@@ -45,6 +46,7 @@ class CampaignResult:
     redis_bytes_per_recipient: float
     latency_idle: tuple[float, float]
     latency_during: tuple[float, float]
+    cpu_per_1000: float | None = None  # the bulk worker's own CPU seconds per 1,000 sent
 
     @property
     def rate(self) -> float:
@@ -93,6 +95,7 @@ def run(env: dict[str, str], client: redis.Redis, count: int, concurrency: int) 
             while int(client.get(COUNTER) or 0) - offset < count + len(during):
                 time.sleep(0.05)
             seconds = float(client.get(LAST) or time.time()) - first
+            spent = _cpu_seconds(bulk.pid)
         finally:
             bulk.terminate()
             bulk.wait(30)
@@ -100,8 +103,9 @@ def run(env: dict[str, str], client: redis.Redis, count: int, concurrency: int) 
         transactional.terminate()
         transactional.wait(30)
     return CampaignResult(
-        count, seconds, big["rss_mb"], small["rss_mb"], per_recipient, idle, during
-    )
+        count, seconds, big["rss_mb"], small["rss_mb"], per_recipient, idle, during,
+        None if spent is None else 1000 * spent / count,
+    )  # fmt: skip
 
 
 def _produce(count: int, env: dict[str, str]) -> dict[str, Any]:
