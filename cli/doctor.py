@@ -1,7 +1,8 @@
 """``mailworker doctor``: every check worth running before blaming the code, in one place.
 
 Redis (reachable, version, round-trip time), each SMTP account (TLS, certificate, AUTH, via
-:mod:`worker.check`), what campaigns need (unsubscribe settings), and, when online, the DNS
+:mod:`worker.check`), what campaigns need (unsubscribe settings), the bounce mailbox when
+BOUNCE_MAILBOX_URL is set (TLS, login, folder), and, when online, the DNS
 records receivers look at for the From domain: SPF and DMARC (DKIM needs the selector your
 provider signs with, so it is named, not guessed).
 """
@@ -48,6 +49,8 @@ def run_doctor(settings: Settings, *, online: bool = True) -> list[Finding]:
         if warning is not None:
             findings.append(Finding(f"tls {account.name}", None, warning))
     findings.append(_campaigns(settings))
+    if settings.feedback.mailbox is not None:
+        findings.append(_bounce_mailbox(settings))
     domain = _from_domain(settings)
     if not online:
         findings.append(Finding("dns", None, "skipped (--offline)"))
@@ -58,6 +61,26 @@ def run_doctor(settings: Settings, *, online: bool = True) -> list[Finding]:
     if online:
         findings += [_dkim_record(key) for key in settings.dkim.values()]
     return findings
+
+
+def _bounce_mailbox(settings: Settings) -> Finding:
+    """BOUNCE_MAILBOX_URL: TLS, login and folder, as the bounces process will need them."""
+    from mailworker.feedback.mailbox import MailboxError, connect
+
+    mailbox = settings.feedback.mailbox
+    assert mailbox is not None
+    try:
+        imap = connect(mailbox, settings)
+    except MailboxError as exc:
+        return Finding("bounce mailbox", False, str(exc),
+                       "check BOUNCE_MAILBOX_URL (imaps://user:pass@host/FOLDER)")  # fmt: skip
+    try:
+        waiting = len(imap.search("ALL"))
+    finally:
+        imap.logout()
+    return Finding("bounce mailbox", True,
+                   f"{mailbox.host}:{mailbox.port} {mailbox.folder}: {waiting} message(s) "
+                   f"waiting; read ones go to {mailbox.done_folder}")  # fmt: skip
 
 
 def _redis() -> Finding:

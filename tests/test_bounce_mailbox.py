@@ -280,3 +280,24 @@ def test_real_provider_reports_find_their_job_and_recipient(
         assert [e["type"] for e in events_of(redis, job.id)] == (
             ["complained"] if kind == "complaint" else ["bounced"] * len(recipients)
         )
+
+
+def test_doctor_checks_the_bounce_mailbox_and_never_echoes_its_password(
+    mailbox: DovecotServer,
+) -> None:
+    def doctor(url: str) -> dict[str, Any]:
+        run = subprocess.run(
+            [sys.executable, "-m", "mailworker.cli", "doctor", "--offline", "--json"],
+            env={**os.environ, "BOUNCE_MAILBOX_URL": url}, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        output = run.stdout + run.stderr
+        assert mailbox.password not in output and "not-the-password" not in output
+        return {f["check"]: f for f in json.loads(run.stdout)}["bounce mailbox"]
+
+    mailbox.deliver(auto_reply("<someone@example.com>"))
+    good = doctor(mailbox.url())
+    assert good["ok"] is True and "1 message(s) waiting" in good["detail"]
+    wrong = mailbox.url().replace("imap-S3cret", "not-the-password")
+    bad = doctor(wrong)
+    assert bad["ok"] is False and "BOUNCE_MAILBOX_URL" in bad["advice"]
