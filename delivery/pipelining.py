@@ -38,6 +38,8 @@ _START_INPUT = 354
 _COMPLETED = 250
 _WILL_FORWARD = 251
 _CLOSING = 421  # service not available, closing the channel
+# A transaction's protocol, its MAIL FROM and RCPT TO commands, and its message bytes.
+_Envelope = tuple["PipeliningProtocol", list[bytes], bytes]
 # Replies a pipelined batch may hold: MAIL + recipients + DATA, each up to one long reply.
 _MAX_BUFFER = 64 * MAX_RESPONSE_LENGTH
 
@@ -145,9 +147,9 @@ async def send_transaction(
                 sender, list(recipients), data, mail_options=list(mail_options), timeout=timeout
             )
         try:
-            chunked = chunking and smtp.supports_extension("chunking")
-            send = _chunked if chunked else _pipelined
-            return await send(smtp, sender, recipients, data, mail_options, timeout)
+            envelope = _envelope_commands(smtp, sender, recipients, data, mail_options)
+            send = _chunked if chunking and smtp.supports_extension("chunking") else _pipelined
+            return await send(envelope, sender, recipients, timeout)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
             with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
                 await smtp.rset(timeout=timeout)
@@ -157,15 +159,10 @@ async def send_transaction(
 
 
 async def _pipelined(
-    smtp: aiosmtplib.SMTP,
-    sender: str,
-    recipients: Sequence[str],
-    data: bytes,
-    mail_options: Sequence[str],
-    timeout: float | None,
+    envelope: _Envelope, sender: str, recipients: Sequence[str], timeout: float | None
 ) -> tuple[dict[str, SMTPResponse], str]:
     """MAIL, RCPTs and DATA in one write; the content after the 354: two round trips."""
-    protocol, commands, message = _envelope_commands(smtp, sender, recipients, data, mail_options)
+    protocol, commands, message = envelope
     commands.append(b"DATA")
     replies = await protocol.pipeline(commands, timeout)
     refused = _judge(replies, sender, recipients, len(commands))
@@ -185,17 +182,12 @@ async def _pipelined(
 
 
 async def _chunked(
-    smtp: aiosmtplib.SMTP,
-    sender: str,
-    recipients: Sequence[str],
-    data: bytes,
-    mail_options: Sequence[str],
-    timeout: float | None,
+    envelope: _Envelope, sender: str, recipients: Sequence[str], timeout: float | None
 ) -> tuple[dict[str, SMTPResponse], str]:
     """MAIL, RCPTs, ``BDAT <size> LAST`` and the content in one write: one round trip. The
     server reads the chunk whatever the RCPTs got (RFC 3030 3), so a transaction every
     recipient refused ends with its BDAT refused, nothing delivered."""
-    protocol, commands, message = _envelope_commands(smtp, sender, recipients, data, mail_options)
+    protocol, commands, message = envelope
     commands.append(f"BDAT {len(message)} LAST".encode("ascii"))
     replies = await protocol.pipeline(commands, timeout, trailer=message)
     refused = _judge(replies, sender, recipients, len(commands))
@@ -213,7 +205,8 @@ def _envelope_commands(
     recipients: Sequence[str],
     data: bytes,
     mail_options: Sequence[str],
-) -> tuple[PipeliningProtocol, list[bytes], bytes]:
+) -> _Envelope:
+    """The protocol, MAIL FROM and RCPT TO commands, and the message with CRLF endings."""
     protocol = smtp.protocol
     assert isinstance(protocol, PipeliningProtocol)
     encoding = "utf-8" if any(o.lower() == "smtputf8" for o in mail_options) else "ascii"

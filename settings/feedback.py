@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote, urlencode
 from pydantic import SecretStr
 
 from mailworker.settings.errors import SettingsError
-from mailworker.settings.smtp_url import SmtpAccount, parse_smtp_url
+from mailworker.settings.smtp_url import SmtpAccount, _switch, parse_smtp_url
 from mailworker.settings.urls import PERCENT_ENCODE, port_of, scheme_of, split_url
 
 BOUNCE_MAILBOX_VARIABLE = "BOUNCE_MAILBOX_URL"
@@ -80,7 +80,7 @@ def parse_bounce_mailbox(url: str) -> BounceMailbox:
     port = port_of(variable, parts, 993)
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     done = options.pop("done", DEFAULT_DONE_FOLDER)
-    tls_verify = options.get("tls_verify", "on").lower() not in ("off", "false", "0")
+    tls_verify = _switch(variable, options, "tls_verify")
     oauth = None
     if options.get("auth") == "xoauth2":
         # The token source is the SMTP account's: one parser, one set of checks.
@@ -88,7 +88,7 @@ def parse_bounce_mailbox(url: str) -> BounceMailbox:
         userinfo = parts.netloc.rpartition("@")[0]
         oauth = parse_smtp_url(variable, f"smtps://{userinfo}@{parts.hostname}:{port}?{query}")
         oauth = replace(oauth, name="bounces")
-    elif set(options) - {"tls_verify", "auth"} or options.get("auth", "password") != "password":
+    elif set(options) - {"auth"} or options.get("auth", "password") != "password":
         raise SettingsError(
             variable, "known query parameters: done, tls_verify, auth=xoauth2 (with token_url, "
             "client_id, scope)",

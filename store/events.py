@@ -83,16 +83,6 @@ def decode(fields: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def emit(events: list[Event], *, client: redis.Redis | None = None) -> None:
-    """Write events outside a script (a producer's ``queued``)."""
-    if not events:
-        return
-    pipe = (client or get_redis()).pipeline(transaction=False)
-    for event in events:
-        pipe.xadd(EVENTS, event.fields(), maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
-    pipe.execute()
-
-
 def ensure_group(*, client: redis.Redis | None = None) -> None:
     """The relays' consumer group, from the stream's start (MKSTREAM: nothing to trim yet)."""
     try:

@@ -19,7 +19,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import redis
 
@@ -188,10 +188,3 @@ def rates(
         totals["complaint_rate"] = totals["complained"] / sent if sent else 0.0
         found[account] = totals
     return found
-
-
-def stage_sent(pipe: Any, account: str, recipients: int) -> None:
-    """Count recipients that got a 250 into this hour's rates (the denominator)."""
-    key = keys.rates(account, int(time.time() // 3600))
-    pipe.hincrby(key, "sent", recipients)
-    pipe.expire(key, RATE_TTL)

@@ -120,11 +120,6 @@ def entries(
     return [_active(value, scope, time.time()) for value in raw]
 
 
-def reasons(addresses: Iterable[str], *, client: redis.Redis | None = None) -> list[str | None]:
-    """Why each address is suppressed for all mail, or ``None`` where it is not."""
-    return [e.describe() if e else None for e in entries(addresses, client=client)]
-
-
 def unsuppress(
     addresses: list[str], scope: str = "all", *, client: redis.Redis | None = None
 ) -> int:

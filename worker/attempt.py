@@ -13,7 +13,7 @@ from mailworker.delivery.classify import Verdict
 from mailworker.settings import Settings
 from mailworker.store import lifecycle
 from mailworker.store.addresses import normalize_address
-from mailworker.store.events import Event
+from mailworker.store.events import Event, EventType
 from mailworker.store.job import EmailJob
 from mailworker.store.lifecycle import Claim
 from mailworker.store.pauses import read_pause
@@ -43,13 +43,14 @@ class Outcome:
         failed as decided; the rest deferred (waiting) or failed (the job ended)."""
         found, tags = [], dict(job.tags)
         for address, where in self.recipients(job.recipients).items():
-            kind, _, why = where.partition(" ")
-            if kind == "pending":
+            outcome, _, why = where.partition(" ")
+            kind: EventType = "bounced" if outcome == "bounced" else "sent"
+            if outcome == "pending":
                 kind = "deferred" if state in ("deferred", "paused", "queued") else "failed"
-            elif kind == "bounced" and why == "suppressed":
+            elif outcome == "failed" or why == "suppressed":
                 kind = "failed"
             code = "250" if kind == "sent" else why.split(" ", 1)[0] if why[:1].isdigit() else ""
-            found.append(Event(kind, job.id, address, job.account, code=code,  # type: ignore[arg-type]
+            found.append(Event(kind, job.id, address, job.account, code=code,
                                detail=why[:200], tags=tags, attempt=job.attempt))  # fmt: skip
         return found
 

@@ -189,8 +189,8 @@ class BatchRun:
         async def mark_sent(job_id: str, _: tuple[str, ...]) -> None:
             # The bit and the count move together, once, even if this batch runs again.
             address = by_job[job_id][1]
-            sent = Event("sent", job_id, address, self.account, self.campaign, code="250")
-            events = encode([sent]) if events_on else ""
+            events = encode([Event("sent", job_id, address, self.account, self.campaign,
+                                   code="250")]) if events_on else ""  # fmt: skip
             await state.mark_sent(runtime.async_redis(), self.campaign, address,
                                   account=self.account, events=events)  # fmt: skip
 
