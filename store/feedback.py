@@ -24,6 +24,8 @@ from typing import Literal
 import redis
 
 from mailworker.store import keys
+from mailworker.store.addresses import normalize_address
+from mailworker.store.campaigns import recipient_key
 from mailworker.store.client import get_redis, lua
 from mailworker.store.events import EMIT, Event, encode
 
@@ -59,14 +61,14 @@ def locate(job_id: str, address: str, *, client: redis.Redis | None = None) -> T
     found = _CAMPAIGN_MESSAGE.fullmatch(job_id)
     if found is None:
         return None
-    campaign = found["campaign"]
-    account, list_id = r.hmget(keys.campaign(campaign, "meta"), "account", "list_id")
-    if (
-        account is None
-        or r.hget(keys.campaign(campaign, "recipients"), address.casefold()) != "sent"
-    ):
+    campaign, key = found["campaign"], recipient_key(address)
+    pipe = r.pipeline(transaction=False)
+    pipe.hmget(keys.campaign(campaign, "meta"), "account", "list_id")
+    pipe.hget(keys.campaign(campaign, "recipients"), key)
+    (account, list_id), mark = pipe.execute()
+    if account is None or mark != "sent":
         return None
-    return Target(job_id, address.casefold(), str(account), campaign, str(list_id or ""))
+    return Target(job_id, key, str(account), campaign, str(list_id or ""))
 
 
 def record(
@@ -103,7 +105,7 @@ def count_soft_bounce(
     address: str, event_id: str, window: float, *, client: redis.Redis | None = None
 ) -> int:
     """Note one soft bounce of ``address`` (once per event); how many within ``window``."""
-    key, now = keys.soft_bounces(address.casefold()), time.time()
+    key, now = keys.soft_bounces(normalize_address(address)), time.time()
     pipe = (client or get_redis()).pipeline(transaction=True)
     pipe.zadd(key, {event_id: now})
     pipe.zremrangebyscore(key, "-inf", now - window)

@@ -178,6 +178,32 @@ def test_an_unsubscribe_leaves_one_list_not_the_others_nor_receipts(
     assert len(messages_of(bulk_worker, receipt.id)) == 1
 
 
+def test_a_complaint_about_a_campaign_message_unsubscribes_from_its_list(
+    bulk_worker: DevServer,
+) -> None:
+    """An ARF report about one campaign recipient's message (Message-ID <campaign>-<row>@):
+    that recipient is suppressed from campaigns and from the list, counted complained."""
+    from mailworker.feedback.apply import apply_report
+    from mailworker.feedback.reports import read_report
+    from mailworker.store.suppression import entries
+    from tests.bounce_mail import arf
+
+    readers = rows(2, "complainer")
+    campaign_id = start_campaign({**TEMPLATE, "list_id": "deals.example.com"}, readers)
+    wait_until_done(campaign_id)
+    [copy] = [m for m in messages_of_campaign(bulk_worker, campaign_id)
+              if m.rcpt_tos == ("complainer0@example.com",)]  # fmt: skip
+    report = read_report(arf(copy.data.decode(), "complainer0@example.com"))
+    [applied] = apply_report(report, "arf")
+    assert (applied.effect, applied.job_id) == ("new", f"{campaign_id}-0")
+    assert apply_report(report, "arf")[0].effect == "repeat"
+    (bulk,) = entries(["complainer0@example.com"], "bulk")
+    (listed,) = entries(["complainer0@example.com"], "list:deals.example.com")
+    assert bulk is not None and listed is not None and listed.type == "unsubscribe"
+    record = campaign_status(campaign_id)
+    assert record is not None and (record["complained"], record["complaint_rate"]) == (1, 0.5)
+
+
 def _arrivals(server: DevServer, campaign_id: str) -> list[float]:
     return sorted(m.received_at for m in messages_of_campaign(server, campaign_id))
 
