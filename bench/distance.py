@@ -7,7 +7,9 @@ For each round trip (default 20 and 50 ms) and run, with the same worker concurr
 * the recipe: a Celery task opening, authenticating and closing an smtplib session per
   message (bench.baseline, about 11 round trips a message);
 * mailworker with ``max_connections`` equal to the concurrency;
-* mailworker with its defaults (``max_connections=4``).
+* mailworker with its defaults (``max_connections=4``);
+* the queue floor: a Celery task with mailworker's settings that sends nothing;
+* a bulk campaign of ``--campaign`` recipients on one ``bulk`` worker process.
 
 Reported per scenario: messages/s (median of the runs), the ratio to the recipe, latency
 from ``delay()`` to the sink's 250 (p50 / p99), SMTP sessions opened, and the worker's own
@@ -30,11 +32,12 @@ from typing import Any
 
 import redis
 
-from bench.__main__ import RESULTS, Bench, Run, start_sink
+from bench.__main__ import FLOOR_KEYS, RESULTS, Bench, Run, start_sink
+from bench.campaign import TEMPLATE, rows
 from bench.sink import CONNECTIONS, LATENCIES, PASSWORD, USER
 from mailworker.dev.devredis import start_private_redis
 
-SCENARIOS = ("recipe", "mailworker", "mailworker-defaults")
+SCENARIOS = ("recipe", "mailworker", "mailworker-defaults", "floor", "campaign")
 
 
 def main() -> None:
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--chunking", action="store_true", help="the sink offers CHUNKING")
+    parser.add_argument("--campaign", type=int, default=2000, help="recipients of the campaign")
     args = parser.parse_args()
     args.profile = False
 
@@ -55,7 +59,6 @@ def main() -> None:
             "REDIS_URL": private.url,
             "SMTP_CA_FILE": ca_file,
             "DEFAULT_FROM_EMAIL": "bench@example.com",
-            "CELERY_EVENTS": "false",
         }
         os.environ.update(env)
         client = redis.Redis.from_url(private.url)
@@ -83,6 +86,8 @@ def at_distance(
             "recipe": url,
             "mailworker": f"{url}?max_connections={args.concurrency}&max_messages=100000",
             "mailworker-defaults": url,
+            "floor": url,
+            "campaign": f"{url}?max_connections={args.concurrency}&max_messages=100000",
         }
         bench = Bench({**env, "SMTP_URL": urls["mailworker"]}, client, args)
         found: dict[str, list[dict[str, Any]]] = {name: [] for name in SCENARIOS}
@@ -101,22 +106,42 @@ def one(bench: Bench, name: str, url: str, client: redis.Redis) -> dict[str, Any
     os.environ["SMTP_URL"] = url
     bench.env["SMTP_URL"] = url
     samples, sessions = client.llen(LATENCIES), int(client.get(CONNECTIONS) or 0)
+    count = bench.args.messages
     if name == "recipe":
         run = bench.queued("bench.baseline", "bench-baseline", bench._baseline_producer())
+    elif name == "floor":
+        run = bench.queued("bench.floor", "bench-floor", bench._floor_producer(), keys=FLOOR_KEYS)
+    elif name == "campaign":
+        count = bench.args.campaign
+        run = _campaign(bench, url)
     else:
         run = bench.queued("mailworker.worker", "email", bench._mailworker_producer(),
                            env={"SMTP_URL": url})  # fmt: skip
     time.sleep(0.05)  # the sink publishes every 5 ms
     latencies = sorted(float(x) for x in client.lrange(LATENCIES, samples, -1))
-    latencies = latencies[-bench.args.messages :] if latencies else []
+    latencies = latencies[-count:] if latencies else []
     return {
-        "rate": run.rate(bench.args.messages),
+        "rate": run.rate(count),
         "p50_ms": 1000 * _quantile(latencies, 0.50),
         "p99_ms": 1000 * _quantile(latencies, 0.99),
         "sessions": int(client.get(CONNECTIONS) or 0) - sessions,
-        "cpu_per_1000": _per_1000(run, bench.args.messages),
+        "cpu_per_1000": _per_1000(run, count),
         "rss_mb": run.peak_rss_mb,
     }
+
+
+def _campaign(bench: Bench, url: str) -> Run:
+    """``--campaign`` recipients, every batch queued at once, drained by one ``bulk`` worker."""
+    from mailworker.tasks.campaign import start_campaign
+
+    def produce(count: int) -> None:
+        start_campaign(TEMPLATE, rows(count), max_queued_batches=10**9)
+
+    messages, bench.args.messages = bench.args.messages, bench.args.campaign
+    try:
+        return bench.queued("mailworker.worker", "bulk", produce, env={"SMTP_URL": url})
+    finally:
+        bench.args.messages = messages
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -148,9 +173,10 @@ def write(results: dict[int, dict[str, list[dict[str, Any]]]], args: argparse.Na
             p99 = statistics.median(r["p99_ms"] for r in runs)
             sessions = statistics.median(r["sessions"] for r in runs)
             cpu = [r["cpu_per_1000"] for r in runs if r["cpu_per_1000"] is not None]
+            latency = "-" if p50 != p50 else f"{p50:.0f} / {p99:.0f} ms"  # NaN: no samples
             lines.append(
                 f"| {rtt} ms | {name} | {rate:.0f} | {rate / recipe:.2f}x | "
-                f"{p50:.0f} / {p99:.0f} ms | {sessions:.0f} | "
+                f"{latency} | {sessions:.0f} | "
                 f"{statistics.median(cpu) if cpu else float('nan'):.2f} |"
             )
     text = "\n".join(lines) + "\n"

@@ -58,7 +58,7 @@ class _Environment(BaseModel):
     LOG_ADDRESSES: bool = False
     METRICS_PORT: int | None = Field(default=None, ge=0, le=65535)
     METRICS_HOST: str = "127.0.0.1"
-    CELERY_EVENTS: bool = True
+    CELERY_EVENTS: bool = False
     UNSUBSCRIBE_SECRET: SecretStr | None = None
     UNSUBSCRIBE_URL: str | None = None
     UNSUBSCRIBE_MAILTO: str | None = None
@@ -131,7 +131,7 @@ class Observability:
     log_addresses: bool = False  # addresses in log lines are masked unless this is on
     metrics_port: int | None = None  # Prometheus endpoint on the worker, off by default
     metrics_host: str = "127.0.0.1"  # the address it listens on: loopback unless told
-    celery_events: bool = True  # task events for Flower
+    celery_events: bool = False  # task events; Flower turns them on at running workers
 
 
 @dataclass(frozen=True)

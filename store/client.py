@@ -74,7 +74,12 @@ def stage_script(pipe: Any, source: str, keys: list[str], args: list[Any]) -> No
     pipeline asks SCRIPT EXISTS on every execute (a command per message on the hot path);
     this only sends the EVALSHA. Run the pipeline with :func:`execute_scripted`."""
     pipe.mailworker_scripts = [*getattr(pipe, "mailworker_scripts", []), source]
-    pipe.evalsha(hashlib.sha1(source.encode()).hexdigest(), len(keys), *keys, *args)
+    pipe.evalsha(_sha(source), len(keys), *keys, *args)
+
+
+@lru_cache(maxsize=64)
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
 
 
 def execute_scripted(client: redis.Redis, build: Any) -> list[Any]:

@@ -72,8 +72,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             SEND_BATCH_TASK: {"queue": BULK_QUEUE},
         },
         "task_create_missing_queues": True,
-        # Task events (on by default, CELERY_EVENTS) let Flower and `celery events` follow
-        # every job; they cost a few Redis writes per message.
+        # Task events (CELERY_EVENTS) cost a Redis PUBLISH per task state; off by default,
+        # since Flower and celery-exporter turn them on at running workers (enable_events).
         "worker_send_task_events": settings.observability.celery_events,
         "task_send_sent_event": settings.observability.celery_events,
         "worker_hijack_root_logger": False,

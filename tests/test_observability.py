@@ -261,3 +261,41 @@ def test_metrics_listen_on_loopback_unless_metrics_host_says_otherwise(
     env = {"METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.2"}
     with worker_process("metrics-host", env):
         assert _answers("127.0.0.2", port, wait=30) and not _answers("127.0.0.1", port)
+
+
+def test_task_events_are_off_until_a_monitor_turns_them_on(environment: dict[str, str]) -> None:
+    """Task events cost a Redis PUBLISH per task state (13% of a busy worker's samples):
+    off by default, and Flower (its ``enable_events``, on by default) or celery-exporter
+    (``--enable-events``) turn them on at a running worker."""
+    import socket
+
+    from mailworker.worker import app
+
+    assert app.conf.worker_send_task_events is False
+    assert app.conf.task_send_sent_event is False
+    queue = "events-probe"
+    host = [f"{queue}-{os.getpid()}@{socket.gethostname()}"]
+    seen: list[str] = []
+    with worker_process(queue, environment), app.connection_for_read() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": lambda e: seen.append(e["type"])})
+        listening = threading.Thread(target=receiver.capture, kwargs={"wakeup": False})
+        listening.start()
+        wait_until(lambda: app.control.ping(destination=host, timeout=0.5), 30, "worker up")
+        quiet = send_email.apply_async(
+            kwargs={"to": "quiet@example.com", "subject": "s", "text": "x"}, queue=queue
+        )
+        wait_for_status(quiet.id, "sent")
+        time.sleep(0.5)  # a window in which a task event, were one sent, would arrive
+        assert not [kind for kind in seen if kind.startswith("task-")]
+        replies = app.control.enable_events(destination=host, reply=True, timeout=5)
+        assert replies == [{host[0]: {"ok": "task events enabled"}}]
+        try:
+            loud = send_email.apply_async(
+                kwargs={"to": "loud@example.com", "subject": "s", "text": "x"}, queue=queue
+            )
+            wait_for_status(loud.id, "sent")
+            wait_until(lambda: "task-succeeded" in seen, 10, "a task event")
+        finally:
+            app.control.disable_events(destination=host, reply=True, timeout=5)
+            receiver.should_stop = True
+            listening.join(10)
