@@ -59,6 +59,8 @@ def main() -> None:
             "REDIS_URL": private.url,
             "SMTP_CA_FILE": ca_file,
             "DEFAULT_FROM_EMAIL": "bench@example.com",
+            "UNSUBSCRIBE_SECRET": "bench-unsubscribe-secret-of-32-bytes",
+            "UNSUBSCRIBE_URL": "https://bench.example.com/unsubscribe",
         }
         os.environ.update(env)
         client = redis.Redis.from_url(private.url)
