@@ -53,7 +53,8 @@ def devserver(host: str, port: int, tls: str, user: str, password: str | None, c
     ).start()
     console.print("SMTP dev server running. Point mailworker at it with:\n")
     console.print(f"  export SMTP_URL='{server.url()}'", highlight=False)
-    console.print(f"  export SMTP_CA_FILE='{server.ca_file}'\n", highlight=False)
+    console.print(f"  export SMTP_CA_FILE='{server.ca_file}'", highlight=False)
+    console.print("  export ALLOW_LOCAL_DOMAINS=true  # root@localhost, *.test\n", highlight=False)
     console.print("Press Ctrl-C to stop.")
     try:
         threading.Event().wait()

@@ -8,6 +8,7 @@ Partial refusal is a result, not an exception.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -23,6 +24,7 @@ from mailworker.delivery.classify import (
 from mailworker.delivery.crashpoint import crash_point
 from mailworker.delivery.errors import (
     SMTP_ERRORS,
+    Expired,
     PermanentFailure,
     TransientFailure,
     translate,
@@ -168,6 +170,9 @@ async def _send_once(
         first = True
         while progress.remaining:
             tried = progress.remaining
+            if job.expires_at is not None and time.time() >= job.expires_at:
+                # The waits before this point (a pooled session, a rate permit) ran past it.
+                raise Expired(f"job {job.id} expired before its transaction began")
             try:
                 refused, reply = await _transaction(session, envelope, tried, account)
             except SMTP_ERRORS as exc:

@@ -80,6 +80,11 @@ class Stopped(MailworkerError):
         self.why = why
 
 
+class Expired(MailworkerError):
+    """The job's expiry came before its transaction began (``send_email(expires_in=...)``):
+    it is not sent, and ends ``expired``."""
+
+
 class RateLimited(MailworkerError):
     def __init__(self, account: str, limit: str, wait: float) -> None:
         self.account = account

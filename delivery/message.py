@@ -14,7 +14,7 @@ from email.utils import format_datetime, formatdate
 
 from mailworker.delivery import mime
 from mailworker.delivery.dkim import dkim_sign
-from mailworker.delivery.headers import address_list, header_block, mailbox, unstructured
+from mailworker.delivery.headers import address_list, header_block, unstructured
 from mailworker.settings.dkim import DkimKey
 from mailworker.store.job import EmailJob, Mailbox
 
@@ -28,6 +28,8 @@ class Envelope:
 
 
 def message_id(job: EmailJob) -> str:
+    if job.message_id is not None:
+        return job.message_id
     domain = job.from_email[1].rpartition("@")[2]
     return f"<{job.id}@{domain}>"
 
@@ -87,13 +89,11 @@ def _body(job: EmailJob) -> mime.Entity:
 
 
 def _top_fields(job: EmailJob) -> list[tuple[str, str]]:
-    fields = [("From", mailbox(job.from_email))]
-    if job.to:
-        fields.append(("To", address_list(job.to)))
-    if job.cc:
-        fields.append(("Cc", address_list(job.cc)))
-    if job.reply_to:
-        fields.append(("Reply-To", address_list(job.reply_to)))
+    shown = dict(job.shown)  # what the caller wants displayed, where it differs
+    fields = [("From", address_list(shown.get("From", (job.from_email,))))]
+    for name, boxes in (("To", job.to), ("Cc", job.cc), ("Reply-To", job.reply_to)):
+        if boxes := shown.get(name, boxes):
+            fields.append((name, address_list(boxes)))
     fields += [
         ("Subject", unstructured(job.subject)),
         ("Date", _date(job.created_at)),

@@ -15,6 +15,7 @@ from redis.connection import parse_url
 from mailworker.settings.dkim import DkimKey, dkim_keys
 from mailworker.settings.errors import SettingsError
 from mailworker.settings.feedback import EventsTarget, FeedbackPolicy, parse_bounce_mailbox
+from mailworker.settings.mailboxes import AddressError, parse_mailbox
 from mailworker.settings.redis_url import sentinel_parts
 from mailworker.settings.smtp_url import SmtpAccount, parse_smtp_url
 from mailworker.settings.urls import port_of, split_url
@@ -37,6 +38,7 @@ class _Environment(BaseModel):
     SMTP_CA_FILE: Path | None = None
     SMTP_TIMEOUT: float = Field(default=30.0, gt=0)
     DEFAULT_FROM_EMAIL: str | None = None
+    ALLOW_LOCAL_DOMAINS: bool = False
     SENTRY_DSN: str | None = None
     MAX_MESSAGE_BYTES: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     REDIS_TIMEOUT: float = Field(default=5.0, gt=0)
@@ -167,6 +169,8 @@ class Settings:
     dkim: Mapping[str, DkimKey] = field(default_factory=dict)  # by From domain
     feedback: FeedbackPolicy = FeedbackPolicy()
     events: EventsTarget = EventsTarget()
+    # Addresses at localhost, *.test, *.local and *.internal (settings.mailboxes).
+    allow_local_domains: bool = False
 
     def account(self, name: str) -> SmtpAccount:
         try:
@@ -200,7 +204,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         dkim=dkim_keys(env),
         smtp_ca_file=scalars.SMTP_CA_FILE,
         smtp_timeout=scalars.SMTP_TIMEOUT,
-        default_from_email=_from_email(scalars.DEFAULT_FROM_EMAIL),
+        default_from_email=_from_email(scalars.DEFAULT_FROM_EMAIL, scalars.ALLOW_LOCAL_DOMAINS),
+        allow_local_domains=scalars.ALLOW_LOCAL_DOMAINS,
         sentry_dsn=scalars.SENTRY_DSN,
         max_message_bytes=scalars.MAX_MESSAGE_BYTES,
         redis_timeout=scalars.REDIS_TIMEOUT,
@@ -348,13 +353,11 @@ def _https_url(value: str | None) -> str | None:
     return value
 
 
-def _from_email(value: str | None) -> str | None:
+def _from_email(value: str | None, local_domains: bool) -> str | None:
     if value is None:
         return None
     try:
-        validate_email(
-            value, check_deliverability=False, allow_display_name=True, allow_smtputf8=True
-        )
-    except EmailNotValidError as exc:
+        parse_mailbox(value, local_domains=local_domains)
+    except AddressError as exc:
         raise SettingsError("DEFAULT_FROM_EMAIL", str(exc)) from None
     return value  # kept as written ("App <app@example.com>"); parsed again per job

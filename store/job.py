@@ -48,6 +48,12 @@ class EmailJob:
     done: tuple[str, ...] = ()
     # Transactional mail that must reach even a suppressed address (a password reset).
     ignore_suppression: bool = False
+    # The caller's own Message-ID (validated), kept across attempts like the derived one.
+    message_id: str | None = None
+    # Displayed From / To / Cc / Reply-To where the caller set them apart from the envelope.
+    shown: tuple[tuple[str, tuple[Mailbox, ...]], ...] = ()
+    # Not accepted by a server by then (Unix time): never sent, the job ends `expired`.
+    expires_at: float | None = None
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -62,6 +68,7 @@ class EmailJob:
         payload["v"] = JOB_VERSION
         payload["headers"] = dict(self.headers)
         payload["tags"] = dict(self.tags)
+        payload["shown"] = {name: list(boxes) for name, boxes in self.shown}
         return payload
 
     @classmethod
@@ -92,6 +99,12 @@ class EmailJob:
                 attempt=int(payload.get("attempt", 1)),
                 done=tuple(payload.get("done", ())),
                 ignore_suppression=payload.get("ignore_suppression", False) is True,
+                message_id=payload.get("message_id"),
+                expires_at=_optional_time(payload.get("expires_at")),
+                shown=tuple(
+                    (str(name), tuple(_mailbox(m) for m in boxes))
+                    for name, boxes in payload.get("shown", {}).items()
+                ),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UndecodableJob(f"malformed payload: {exc!r}") from None
@@ -99,6 +112,10 @@ class EmailJob:
 
 class UndecodableJob(MailworkerError, ValueError):
     """A message in the queue is not a job this worker can read."""
+
+
+def _optional_time(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _mailbox(value: Any) -> Mailbox:

@@ -10,6 +10,7 @@ them together (kombu's transport cannot run on a Cluster, but the scripts stay p
     jobs:queued                      ZSET  store.lifecycle         members leave when claimed
     jobs:due                         ZSET  store.lifecycle         members leave when promoted
     jobs:leased                      ZSET  store.lifecycle         members leave when settled
+    jobs:expiring                    ZSET  store.lifecycle         members leave at their expiry
     jobs:mark:<queue>                STR   store.lifecycle         TTL 1 d
     jobs:reaper                      STR   worker.housekeeping     PTTL one reaper interval
     bounces:reader                   STR   feedback.mailbox        TTL 3 polls (30 s at least)
@@ -81,6 +82,7 @@ def suppressed_list(list_id: str) -> str:
 JOBS_QUEUED = f"{PREFIX}jobs:queued"  # id -> queued_at: waiting on a broker queue
 JOBS_DUE = f"{PREFIX}jobs:due"  # id -> due time: scheduled, deferred, paused
 JOBS_LEASED = f"{PREFIX}jobs:leased"  # id -> lease end: being sent
+JOBS_EXPIRING = f"{PREFIX}jobs:expiring"  # id -> expires_at: jobs given an expiry
 REAPER_LOCK = f"{PREFIX}jobs:reaper"
 BOUNCE_READER_LOCK = f"{PREFIX}bounces:reader"
 SUPPRESSION_PRUNED = f"{PREFIX}suppressed:pruned"

@@ -100,13 +100,21 @@ def enqueue(
     send_at: float | None = None,
     revive: bool = False,
     events: str = "",
+    expires_at: float | None = None,
     client: redis.Redis | None = None,
 ) -> tuple[State | Literal["exists"], float]:
     """Create the record, ``queued`` (or ``scheduled`` when ``send_at`` is later); with
     ``revive``, a job that ended failed, cancelled or expired starts again. ``events``
-    (store.events.encode) are written only if the job is created."""
+    (store.events.encode) are written only if the job is created. A job with
+    ``expires_at`` is indexed by it: :func:`take_expired` finds it when it comes."""
     state, at = lua(_client(client), scripts.ENQUEUE)(
-        keys=[keys.job_status(job_id), keys.JOBS_QUEUED, keys.JOBS_DUE, keys.EVENTS],
+        keys=[
+            keys.job_status(job_id),
+            keys.JOBS_QUEUED,
+            keys.JOBS_DUE,
+            keys.EVENTS,
+            keys.JOBS_EXPIRING,
+        ],
         args=[
             job_id,
             queue,
@@ -119,6 +127,7 @@ def enqueue(
             RECORD_TTL,
             "1" if revive else "",
             events,
+            "" if expires_at is None else repr(expires_at),
         ],
     )
     return state, float(at) if at else 0.0
@@ -344,9 +353,22 @@ def end_waiting(
     return str(
         lua(_client(client), scripts.END_WAITING)(
             keys=[keys.job_status(job_id), keys.JOBS_QUEUED, keys.JOBS_DUE, keys.EVENTS],
-            args=[job_id, state, reason, RECORD_TTL, events],
+            args=[job_id, state, reason, RECORD_TTL, events, keys.stats("")],
         )
     )
+
+
+def take_expired(*, limit: int = 200, client: redis.Redis | None = None) -> list[str]:
+    """Ids of jobs whose expiry has come, taken off the index: the caller ends each one
+    that still waits (:func:`end_waiting`); one being sent is its worker's to end."""
+    raw = lua(_client(client), scripts.TAKE_EXPIRED)(keys=[keys.JOBS_EXPIRING], args=[limit])
+    return [str(job_id) for job_id in raw]
+
+
+def payload_of(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
+    """The job's payload as its record holds it, or ``None`` if the record is gone."""
+    raw = _client(client).hget(keys.job_status(job_id), "payload")
+    return json.loads(raw) if raw else None
 
 
 def due_at(job_id: str, *, client: redis.Redis | None = None) -> float | None:
@@ -361,4 +383,5 @@ def forget(job_id: str, *, client: redis.Redis | None = None) -> None:
     pipe.delete(keys.job_status(job_id))
     pipe.zrem(keys.JOBS_QUEUED, job_id)
     pipe.zrem(keys.JOBS_DUE, job_id)
+    pipe.zrem(keys.JOBS_EXPIRING, job_id)
     pipe.execute()

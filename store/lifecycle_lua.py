@@ -41,9 +41,10 @@ local function requeue(key, id, queued, out)
 end
 """
 
-# KEYS: job, queued, due, events. ARGV: id, queue, task, account, attempt, created_at,
-# payload, send_at ('' = now), ttl, revive ('1': a failed, cancelled or expired job starts
-# again), events (JSON, '' = none). Returns {state, time}: queued_at, or the due time.
+# KEYS: job, queued, due, events, expiring. ARGV: id, queue, task, account, attempt,
+# created_at, payload, send_at ('' = now), ttl, revive ('1': a failed, cancelled or expired
+# job starts again), events (JSON, '' = none), expires_at ('' = never).
+# Returns {state, time}: queued_at, or the due time.
 ENQUEUE = (
     _PROLOGUE
     + EMIT
@@ -67,6 +68,10 @@ if send_at and send_at > now then
 else
   redis.call('HSET', KEYS[1], 'state', state, 'queued_at', tostring(now))
   redis.call('ZADD', KEYS[2], now, ARGV[1])
+end
+if (ARGV[12] or '') ~= '' then
+  redis.call('HSET', KEYS[1], 'expires_at', ARGV[12])
+  redis.call('ZADD', KEYS[5], ARGV[12], ARGV[1])
 end
 keep(KEYS[1], state, at, tonumber(ARGV[9]))
 emit(KEYS[4], ARGV[11] or '')
@@ -263,9 +268,9 @@ return {f[3] or '', f[4] or '', f[5] or ''}
 """
 )
 
-# An operator or the producer ends a job that is not being sent: cancelled / expired.
-# KEYS: job, queued, due, events. ARGV: id, state, reason, ttl, events (JSON, '' = none).
-# Returns the state it was in, or ''.
+# An operator or the producer ends a job that is not being sent: cancelled / expired,
+# counted in its account's stats. KEYS: job, queued, due, events. ARGV: id, state, reason,
+# ttl, events (JSON, '' = none), stats key prefix. Returns the state it was in, or ''.
 END_WAITING = (
     _PROLOGUE
     + EMIT
@@ -278,8 +283,19 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[1], 'due', 'next_attempt_at', 'queued_at')
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'error', ARGV[3], 'updated_at', tostring(now))
+local account = redis.call('HGET', KEYS[1], 'account')
+if account and (ARGV[6] or '') ~= '' then redis.call('HINCRBY', ARGV[6] .. account, ARGV[2], 1) end
 keep(KEYS[1], ARGV[2], nil, tonumber(ARGV[4]))
 emit(KEYS[4], ARGV[5] or '')
 return state
+"""
+)
+
+# Jobs whose expiry has come, taken off the expiring index (at most ARGV limit).
+# KEYS: expiring. ARGV: limit. Returns their ids.
+TAKE_EXPIRED = (
+    _PROLOGUE
+    + """
+return take_due(KEYS[1], ARGV[1])
 """
 )

@@ -16,6 +16,8 @@ from mailworker.settings.redis_url import sentinel_parts
 from mailworker.store import keys
 
 TRANSACTIONAL_QUEUE = "email"
+# send_email(priority="high"): its own queue, which every worker of `email` also serves.
+PRIORITY_QUEUE = "email.high"
 BULK_QUEUE = "bulk"  # campaigns: their own queue and Procfile process type
 SEND_EMAIL_TASK = "mailworker.send_email"
 SEND_BATCH_TASK = "mailworker.send_batch"

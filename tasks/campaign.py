@@ -37,11 +37,12 @@ from mailworker.settings import Settings, SettingsError, get_settings
 from mailworker.store import campaigns as state
 from mailworker.store.job import EmailJob
 from mailworker.tasks import bodies
+from mailworker.tasks.addresses import parse_mailbox
 from mailworker.tasks.app import BULK_QUEUE, SEND_BATCH_TASK, app
 from mailworker.tasks.errors import InvalidEmail
 from mailworker.tasks.send import put
 from mailworker.tasks.unsubscribe import unsubscribe_headers
-from mailworker.tasks.validation import build_job, parse_mailbox
+from mailworker.tasks.validation import build_job
 
 BATCH_VERSION = 1
 # The id goes into each Message-ID (<id>-<n>@domain, RFC 5322 dot-atom) and into Redis hash
@@ -121,8 +122,13 @@ def render_job(
         **({"from_email": template.from_email} if template.from_email else {}),
         **({"reply_to": template.reply_to} if template.reply_to else {}),
     }
+    job = build_job(settings, arguments)
+    if job.message_id is not None or job.shown:
+        raise InvalidEmail(
+            "headers", "a campaign sets each message's Message-ID, From, To, Cc and Reply-To"
+        )
     # A stable id per campaign recipient: every attempt carries the same Message-ID.
-    return replace(build_job(settings, arguments), id=f"{campaign_id}-{index}")
+    return replace(job, id=f"{campaign_id}-{index}")
 
 
 def list_id_of(campaign_id: str, template: CampaignTemplate, settings: Settings) -> str:

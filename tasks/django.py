@@ -5,8 +5,11 @@
     MAILWORKER_ACCOUNT = "default"  # optional: the SMTP account (SMTP_URL_<NAME>)
 
 Each message becomes one ``send_email.delay()`` job: text body, an HTML alternative,
-attachments, Cc, Bcc, Reply-To and extra headers included. Validation errors and an
-unreachable Redis raise at ``send()`` (unless ``fail_silently``), before anything is queued.
+attachments, Cc, Bcc, Reply-To and extra headers included (a ``To``, ``Cc``, ``Reply-To``
+or ``From`` header is what the message displays, as in Django; a ``Message-ID`` is kept;
+a header mailworker cannot honour is refused, never dropped). Addresses Django accepts are
+accepted, ``root@localhost`` included. Validation errors and an unreachable Redis raise at
+``send()`` (unless ``fail_silently``), before anything is queued.
 """
 
 from __future__ import annotations
@@ -20,23 +23,32 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
+from django.utils.functional import Promise
 
 from mailworker.tasks.errors import InvalidAttachment, InvalidEmail, QueueUnavailable
 from mailworker.tasks.send import send_email
-from mailworker.tasks.validation import RESERVED_HEADERS
+
+EXPIRES_HEADER = "X-Mailworker-Expires-In"  # seconds; read and removed by the backend
 
 
 class EmailBackend(BaseEmailBackend):
-    def __init__(self, fail_silently: bool = False, account: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        fail_silently: bool = False,
+        account: str | None = None,
+        expires_in: float | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(fail_silently=fail_silently, **kwargs)
         self.account = account or getattr(settings, "MAILWORKER_ACCOUNT", "default")
+        self.expires_in = expires_in  # get_connection(expires_in=600): for every message
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         """Queue each message; return how many were queued."""
         queued = 0
         for message in email_messages:
             try:
-                send_email.delay(**self.arguments(message))
+                send_email.apply_async(kwargs=self.arguments(message), local_domains=True)
             except (InvalidEmail, QueueUnavailable):
                 if not self.fail_silently:
                     raise
@@ -52,11 +64,10 @@ class EmailBackend(BaseEmailBackend):
         for content, mimetype in getattr(message, "alternatives", ()):
             if mimetype == "text/html":
                 html = content
-        headers = {
-            name: str(value)
-            for name, value in message.extra_headers.items()
-            if name.lower() not in RESERVED_HEADERS
-        }
+        headers = {name: _header(value) for name, value in message.extra_headers.items()}
+        expires_in: Any = self.expires_in
+        for name in [n for n in headers if n.lower() == EXPIRES_HEADER.lower()]:
+            expires_in = _seconds(name, headers.pop(name))
         return {
             "to": list(message.to),
             "cc": list(message.cc),
@@ -69,7 +80,21 @@ class EmailBackend(BaseEmailBackend):
             "headers": headers,
             "attachments": [_attachment(i, a) for i, a in enumerate(message.attachments)],
             "account": self.account,
+            **({"expires_in": expires_in} if expires_in is not None else {}),
         }
+
+
+def _seconds(name: str, value: Any) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        raise InvalidEmail(f"headers[{name!r}]", f"expected seconds, got {value!r}") from None
+
+
+def _header(value: Any) -> Any:
+    """A header value as Django would write it: text as it is (lazy strings too; the
+    validation reads them), anything else through ``str``."""
+    return value if isinstance(value, str | Promise | list | tuple) else str(value)
 
 
 def _attachment(index: int, attachment: Any) -> dict[str, str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -24,7 +26,7 @@ from mailworker.store.events import Event, encode
 from mailworker.store.job import EmailJob
 from mailworker.store.ledger import claim_idempotency_key, release_idempotency_key
 from mailworker.tasks import bodies
-from mailworker.tasks.app import SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
+from mailworker.tasks.app import PRIORITY_QUEUE, SEND_EMAIL_TASK, TRANSACTIONAL_QUEUE, app
 from mailworker.tasks.errors import InvalidEmail, QueueUnavailable
 from mailworker.tasks.validation import build_job
 
@@ -46,12 +48,19 @@ class SendEmailTask(Task):
         init_sentry(settings)  # a producer with SENTRY_DSN reports too (no-op otherwise)
         arguments = dict(kwargs or {})
         send_at = parse_send_at(arguments.pop("send_at", None))
-        job = build_job(settings, arguments)
+        lane = priority_queue(arguments.pop("priority", "normal"))
+        expiry = parse_expiry(arguments.pop("expires_in", None), arguments.pop("expires_at", None))
+        # The Django backend passes local_domains=True: Django sends to root@localhost.
+        job = build_job(settings, arguments, local_domains=options.pop("local_domains", None))
+        if expiry is not None:
+            if send_at is not None and send_at >= expiry:
+                raise InvalidEmail("expires_at", "the job would expire before its send_at")
+            job = replace(job, expires_at=expiry)
         if job.idempotency_key is not None:
             owner = claim_idempotency_key(job.idempotency_key, job.id)
             if owner != job.id:
                 return AsyncResult(owner, app=app)  # queued or sent already: nothing to do
-        queue = options.pop("queue", None) or TRANSACTIONAL_QUEUE
+        queue = options.pop("queue", None) or lane
         return enqueue(job, queue=queue, send_at=send_at, **options)
 
 
@@ -62,6 +71,37 @@ def send_email(self: SendEmailTask, *args: Any, **kwargs: Any) -> dict[str, Any]
     # The worker provides the body (mailworker.worker.task_runner.run_job), which
     # dead-letters whatever is not one job=: anything can arrive from Redis.
     return bodies.run(SEND_EMAIL_TASK, self, *args, **kwargs)
+
+
+def priority_queue(value: Any) -> str:
+    """``priority=``: ``"high"`` takes the priority lane, ``"normal"`` (the default) not."""
+    if value not in ("normal", "high"):
+        raise InvalidEmail("priority", f'expected "normal" or "high", got {value!r}')
+    return PRIORITY_QUEUE if value == "high" else TRANSACTIONAL_QUEUE
+
+
+def parse_expiry(expires_in: Any, expires_at: Any) -> float | None:
+    """``expires_in=`` seconds from now, or ``expires_at=`` an aware datetime or a Unix
+    timestamp: when a job not yet accepted by a server ends ``expired`` instead."""
+    if expires_in is not None and expires_at is not None:
+        raise InvalidEmail("expires_in", "give expires_in= or expires_at=, not both")
+    if expires_in is not None:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+            raise InvalidEmail("expires_in", f"expected seconds, got {expires_in!r}")
+        if not (math.isfinite(expires_in) and expires_in > 0):
+            raise InvalidEmail(
+                "expires_in", f"expected a positive number of seconds, got {expires_in!r}"
+            )
+        return time.time() + float(expires_in)
+    if expires_at is None:
+        return None
+    try:
+        at = parse_send_at(expires_at)
+    except InvalidEmail as exc:
+        raise InvalidEmail("expires_at", exc.problem) from None
+    if at is not None and at <= time.time():
+        raise InvalidEmail("expires_at", "is in the past: the job could never be sent")
+    return at
 
 
 def parse_send_at(value: Any) -> float | None:
@@ -109,6 +149,7 @@ def enqueue(
             send_at=send_at,
             revive=revive,
             events=events,
+            expires_at=job.expires_at,
             **options,
         )
     except QueueUnavailable:
@@ -127,6 +168,7 @@ def put(
     send_at: float | None = None,
     revive: bool = False,
     events: str = "",
+    expires_at: float | None = None,
     **options: Any,
 ) -> str:
     """Create one job's record and publish it (a scheduled one waits for the mover): the
@@ -134,7 +176,7 @@ def put(
     try:
         state, _ = lifecycle.enqueue(
             job_id, payload, queue=queue, account=account, task=task, send_at=send_at,
-            revive=revive, events=events,
+            revive=revive, events=events, expires_at=expires_at,
         )  # fmt: skip
         if state == "queued":
             publish(job_id, payload, queue, task=task or None, **options)

@@ -16,10 +16,16 @@ from collections.abc import Mapping
 from email.header import Header
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-
 from mailworker.settings import Settings
 from mailworker.store.job import Attachment, EmailJob, Mailbox
+from mailworker.tasks.addresses import (
+    FORBIDDEN,
+    LINE_LIMIT,
+    mailbox_list,
+    plain_text,
+    sender,
+    shown_list,
+)
 from mailworker.tasks.errors import (
     HeaderInjection,
     HeaderTooLong,
@@ -47,6 +53,9 @@ ARGUMENTS = frozenset(
         "tags",
         "ignore_suppression",
         "send_at",  # taken by send_email.apply_async before build_job
+        "priority",  # likewise: it picks the queue
+        "expires_in",  # likewise: with expires_at, the job's expiry
+        "expires_at",
     }
 )
 # Headers mailworker writes itself; letting callers set them would allow spoofed envelopes,
@@ -68,13 +77,17 @@ RESERVED_HEADERS = frozenset(
         "sender",
     }
 )
+# Of those, the displayed address headers a caller may set (the envelope stays to/cc/bcc).
+SHOWN_HEADERS = {"from": "From", "to": "To", "cc": "Cc", "reply-to": "Reply-To"}
+Headers = tuple[tuple[str, str], ...]
+Shown = tuple[tuple[str, tuple[Mailbox, ...]], ...]
+# RFC 5322 msg-id, printable ASCII without brackets or white space on either side.
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]{1,250}@[!-;=?-~]{1,250}>")
 # Every pattern here is applied with ``fullmatch``: ``re.match`` with a pattern ending in
 # ``$`` also matches before a final "\n", which let "X-Campaign\n" end the header block.
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ":"
 _MAX_HEADER_NAME = 76  # "Name: " and a first word still fit in 78 columns
-# CR, LF, NUL and every other character Python's email package treats as a line break or
-# that has no business in a header (C0 controls but TAB, DEL, NEL, LS, PS).
-_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_FORBIDDEN = FORBIDDEN
 # A file name also refuses TAB, the C1 controls and the bidirectional controls that make
 # "invoice\u202efdp.exe" display as "invoiceexe.pdf".
 _FORBIDDEN_IN_FILENAME = re.compile(
@@ -86,14 +99,17 @@ _MIMETYPE = re.compile(
 )
 # A multipart or message/* part cannot travel base64-encoded (RFC 2046 5.1, 5.2.1).
 _COMPOSITE_TYPES = ("multipart/", "message/")
-_LINE_LIMIT = 998  # RFC 5322 2.1.1: octets in a header line, CRLF excluded
+_LINE_LIMIT = LINE_LIMIT
 _MAX_FILENAME = 255
 _MAX_RECIPIENTS = 1000
 _MAX_KEY = 200
 
 
-def build_job(settings: Settings, arguments: Mapping[str, Any]) -> EmailJob:
-    """Validate ``arguments`` (the keywords of ``send_email.delay``) into a job."""
+def build_job(
+    settings: Settings, arguments: Mapping[str, Any], *, local_domains: bool | None = None
+) -> EmailJob:
+    """Validate ``arguments`` (the keywords of ``send_email.delay``) into a job. Addresses
+    at local domains pass if ``local_domains`` (default: ``ALLOW_LOCAL_DOMAINS``)."""
     unknown = sorted(set(arguments) - ARGUMENTS)
     if unknown:
         raise InvalidEmail(
@@ -109,6 +125,8 @@ def build_job(settings: Settings, arguments: Mapping[str, Any]) -> EmailJob:
             f"{account!r} is not configured (configured: {sorted(settings.accounts) or 'none'});"
             f" set SMTP_URL or SMTP_URL_<NAME> in the environment",
         )
+    local = settings.allow_local_domains if local_domains is None else local_domains
+    headers, shown, message_id = _headers(arguments.get("headers") or {}, local)
     text = _optional_text("text", arguments.get("text"))
     html = _optional_text("html", arguments.get("html"))
     if text is None and html is None:
@@ -117,15 +135,17 @@ def build_job(settings: Settings, arguments: Mapping[str, Any]) -> EmailJob:
     job = EmailJob(
         id=str(uuid.uuid4()),
         account=account,
-        from_email=_sender(arguments.get("from_email"), settings.default_from_email),
-        to=_mailboxes("to", arguments["to"]),
-        cc=_mailboxes("cc", arguments.get("cc", ())),
-        bcc=_mailboxes("bcc", arguments.get("bcc", ())),
-        reply_to=_mailboxes("reply_to", arguments.get("reply_to", ())),
+        from_email=sender(arguments.get("from_email"), settings.default_from_email, local),
+        to=mailbox_list("to", arguments["to"], local),
+        cc=mailbox_list("cc", arguments.get("cc", ()), local),
+        bcc=mailbox_list("bcc", arguments.get("bcc", ()), local),
+        reply_to=mailbox_list("reply_to", arguments.get("reply_to", ()), local),
         subject=_header_value("subject", arguments["subject"], header="Subject"),
         text=text,
         html=html,
-        headers=_headers(arguments.get("headers") or {}),
+        headers=headers,
+        shown=shown,
+        message_id=message_id,
         attachments=_attachments(arguments.get("attachments") or ()),
         idempotency_key=_optional_key("idempotency_key", arguments.get("idempotency_key")),
         tags=_tags(arguments.get("tags") or {}),
@@ -146,56 +166,10 @@ def _flag(field: str, value: Any) -> bool:
     return value
 
 
-def parse_mailbox(field: str, value: Any) -> Mailbox:
-    """One address, optionally with a display name (``"Ann <ann@example.com>"``)."""
-    if not isinstance(value, str):
-        raise InvalidAddress(field, f"expected an address string, got {type(value).__name__}")
-    if _FORBIDDEN.search(value):
-        raise HeaderInjection(
-            field, "an address must not contain CR, LF, NUL or control characters"
-        )
-    try:
-        result = validate_email(
-            value, check_deliverability=False, allow_smtputf8=True, allow_display_name=True
-        )
-    except EmailNotValidError as exc:
-        raise InvalidAddress(field, f"{value!r} is not a valid address: {exc}") from None
-    # The domain always travels as punycode, so SMTPUTF8 is needed only when the local part
-    # itself is non-ASCII.
-    name, address = result.display_name or "", f"{result.local_part}@{result.ascii_domain}"
-    # An ASCII name is written quoted and cannot be folded inside a word; a non-ASCII one
-    # becomes encoded words, which fold. "Reply-To: " is the longest header it may go in.
-    # (formataddr refuses a non-ASCII local part, which SMTPUTF8 allows: quote by hand.)
-    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-    written = f'"{quoted}" <{address}>' if name.isascii() else address
-    if len("Reply-To: ") + len(written.encode("utf-8")) > _LINE_LIMIT:
-        raise InvalidAddress(field, f"the display name does not fit in a {_LINE_LIMIT}-octet line")
-    return (name, address)
-
-
-def _mailboxes(field: str, value: Any) -> tuple[Mailbox, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple):
-        raise InvalidAddress(field, f"expected a string or a list, got {type(value).__name__}")
-    return tuple(parse_mailbox(field, item) for item in value)
-
-
-def _sender(value: Any, default: str | None) -> Mailbox:
-    if value is None:
-        if default is None:
-            raise InvalidAddress(
-                "from_email", "no sender: pass from_email= or set DEFAULT_FROM_EMAIL"
-            )
-        value = default
-    return parse_mailbox("from_email", value)
-
-
 def _optional_text(field: str, value: Any) -> str | None:
     if value is None:
         return None
+    value = plain_text(value)
     if not isinstance(value, str):
         raise InvalidEmail(field, f"expected a string, got {type(value).__name__}")
     if "\x00" in value:
@@ -214,6 +188,7 @@ def _check_encodable(field: str, value: str) -> None:
 def _header_value(field: str, value: Any, *, header: str | None = None) -> str:
     """A value without line breaks or controls; as the value of ``header``, one that fits
     on one header line once encoded (so no fold or encoding is ever forced on it)."""
+    value = plain_text(value)
     if not isinstance(value, str):
         raise InvalidEmail(field, f"expected a string, got {type(value).__name__}")
     if _FORBIDDEN.search(value):
@@ -237,10 +212,15 @@ def encoded_length(value: str) -> int:
     return len(" ".join(Header(value, "utf-8").encode(linesep="\n").split()))
 
 
-def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+def _headers(value: Any, local_domains: bool) -> tuple[Headers, Shown, str | None]:
+    """The caller's headers; of those mailworker writes itself, a displayed From, To, Cc or
+    Reply-To (Django's ``headers={"To": ...}``) and a Message-ID are taken (validated), the
+    rest refused: none is ever dropped without a word."""
     if not isinstance(value, Mapping):
         raise InvalidEmail("headers", f"expected a dict, got {type(value).__name__}")
-    headers = []
+    headers: list[tuple[str, str]] = []
+    shown: list[tuple[str, tuple[Mailbox, ...]]] = []
+    message_id = None
     for name, header_value in value.items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise HeaderInjection(
@@ -249,12 +229,26 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
             )
         if len(name) > _MAX_HEADER_NAME:
             raise HeaderTooLong("headers", f"a header name is over {_MAX_HEADER_NAME} characters")
-        if name.lower() in RESERVED_HEADERS:
+        field = f"headers[{name!r}]"
+        if name.lower() in SHOWN_HEADERS:
+            boxes = shown_list(field, header_value, local_domains)
+            shown.append((SHOWN_HEADERS[name.lower()], boxes))
+        elif name.lower() == "message-id":
+            message_id = _message_id(field, header_value)
+        elif name.lower() in RESERVED_HEADERS:
             raise InvalidEmail(
                 "headers", f"{name} is set by mailworker; use the matching send_email argument"
             )
-        headers.append((name, _header_value(f"headers[{name!r}]", header_value, header=name)))
-    return tuple(headers)
+        else:
+            headers.append((name, _header_value(field, header_value, header=name)))
+    return tuple(headers), tuple(shown), message_id
+
+
+def _message_id(field: str, value: Any) -> str:
+    value = _header_value(field, value).strip()
+    if not _MESSAGE_ID.fullmatch(value):
+        raise InvalidEmail(field, f"{value!r} is not a Message-ID of the form <left@right>")
+    return value
 
 
 def _attachments(value: Any) -> tuple[Attachment, ...]:

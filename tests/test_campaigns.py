@@ -22,6 +22,7 @@ from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from mailworker.settings import SettingsError, get_settings, load_settings
 from mailworker.store.job import EmailJob
 from mailworker.store.suppression import SUPPRESSED, SUPPRESSED_BULK, suppress
+from mailworker.tasks.addresses import parse_mailbox
 from mailworker.tasks.campaign import (
     CampaignError,
     CampaignTemplate,
@@ -36,7 +37,6 @@ from mailworker.tasks.campaign import (
 )
 from mailworker.tasks.errors import InvalidEmail
 from mailworker.tasks.unsubscribe import InvalidToken, make_token, unsubscribe, verify_token
-from mailworker.tasks.validation import parse_mailbox
 from tests.helpers import extra_account, wait_until, worker_process
 from tests.hostile import address, benign, check_received, header_name, header_value, hostile
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -204,3 +205,119 @@ def test_hostile_django_messages_through_the_worker_arrive_intact(
     event("sent through the worker")
     received = arrived(starttls_server, marker)[marker]
     check_received(received.data, _expected_job(message))
+
+
+def test_django_defaults_local_addresses_and_lazy_strings_arrive(
+    django_settings: None, starttls_server: DevServer, celery_worker: Any
+) -> None:
+    """Django's own default SERVER_EMAIL (root@localhost), mail_admins(), and gettext_lazy
+    text: queued and delivered, as with Django's SMTP backend."""
+    from django.core import mail
+    from django.utils.translation import gettext_lazy
+
+    tag = uuid.uuid4().hex[:8]
+    sent = mail.send_mail(
+        gettext_lazy(f"Lazy subject {tag}"),
+        gettext_lazy("Lazy body"),
+        "root@localhost",
+        [f"ops-{tag}@localhost"],
+    )
+    assert sent == 1
+    mail.mail_admins(f"Broken {tag}", "Traceback ...")
+    received = arrived(starttls_server, f"ops-{tag}@localhost", "admin@localhost")
+    lazy = received[f"ops-{tag}@localhost"]
+    assert lazy.mail_from == "root@localhost"
+    assert lazy.message["Subject"] == f"Lazy subject {tag}"
+    assert lazy.message.get_content().strip() == "Lazy body"
+    admins = [m for m in starttls_server.messages if f"Broken {tag}".encode() in m.data]
+    assert len(admins) == 1 and admins[0].rcpt_tos == ("admin@localhost",)
+    assert admins[0].mail_from == "root@localhost"
+
+
+def test_django_header_overrides_are_what_the_message_displays(
+    django_settings: None, starttls_server: DevServer, celery_worker: Any
+) -> None:
+    """headers={"To": ...} is the displayed To (Django documents it), Cc and Reply-To too;
+    a Message-ID is kept; the envelope is still to + cc + bcc."""
+    from django.core import mail
+
+    tag = uuid.uuid4().hex[:8]
+    message = mail.EmailMessage(
+        "Überblick",
+        "Body",
+        "Jörg Müller <app@example.com>",
+        [f"real-{tag}@example.com"],
+        headers={
+            "To": "Zoë <everyone@example.com>",
+            "Cc": "José <cc-shown@example.com>",
+            "Reply-To": "Desk <desk@example.com>",
+            "Message-ID": f"<{tag}@app.example.com>",
+        },
+    )
+    assert message.send() == 1
+    received = arrived(starttls_server, f"real-{tag}@example.com")[f"real-{tag}@example.com"]
+    parsed = received.message
+    assert received.rcpt_tos == (f"real-{tag}@example.com",)
+    pairs = {
+        name: [(a.display_name, a.addr_spec) for a in parsed[name].addresses]
+        for name in ("From", "To", "Cc", "Reply-To")
+    }
+    assert pairs == {
+        "From": [("Jörg Müller", "app@example.com")],
+        "To": [("Zoë", "everyone@example.com")],
+        "Cc": [("José", "cc-shown@example.com")],
+        "Reply-To": [("Desk", "desk@example.com")],
+    }
+    assert parsed["Message-ID"] == f"<{tag}@app.example.com>"
+    assert parsed["Subject"] == "Überblick"
+
+
+def test_a_header_the_backend_cannot_honour_is_refused_not_dropped(django_settings: None) -> None:
+    from django.core import mail
+
+    message = mail.EmailMessage(
+        "s", "b", None, ["x@example.com"], headers={"Content-Type": "text/x-evil"}
+    )
+    with pytest.raises(InvalidEmail, match="Content-Type is set by mailworker"):
+        message.send()
+
+
+def test_an_expiry_header_makes_a_django_message_expire_unsent(
+    django_settings: None, server: DevServer, celery_worker: Any
+) -> None:
+    from django.core import mail
+
+    from mailworker.store.pauses import pause_account
+    from tests.helpers import extra_account, wait_for_status
+
+    tag = uuid.uuid4().hex[:8]
+    code, later = f"code-{tag}@example.com", f"later-{tag}@example.com"
+    with extra_account("djexpiry", server.url()):
+        pause_account("djexpiry", 5, "test pause")
+        connection = mail.get_connection(account="djexpiry")
+        message = mail.EmailMessage(
+            "Code", "123456", None, [code], connection=connection,
+            headers={"X-Mailworker-Expires-In": "1"},
+        )  # fmt: skip
+        assert message.send() == 1
+        lasting = mail.get_connection(account="djexpiry", expires_in=60)
+        assert mail.send_mail("Later", "b", None, [later], connection=lasting) == 1
+        jobs = _job_ids_for(code, later)
+        assert wait_for_status(jobs[code], "expired", "sent", timeout=30)["state"] == "expired"
+        wait_for_status(jobs[later], "sent", timeout=30)
+    assert [m.rcpt_tos for m in server.messages] == [(later,)]
+    assert b"X-Mailworker-Expires-In" not in server.messages[0].data
+
+
+def _job_ids_for(*addresses: str) -> dict[str, str]:
+    """The job of each address (unique to the test), read from the job records."""
+    from mailworker.store.client import get_redis
+
+    client = get_redis()
+    found = {}
+    for key in client.scan_iter("mailworker:job:*", count=1000):
+        payload = client.hget(key, "payload")
+        if payload:
+            job = EmailJob.from_payload(json.loads(payload))
+            found.update({a: job.id for a in addresses if a in job.recipients})
+    return found

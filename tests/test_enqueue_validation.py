@@ -70,9 +70,9 @@ BAD_INPUTS = [
         id="attachment-path",
     ),
     pytest.param({**VALID, "text": "x" * (10 * 1024 * 1024 + 1)}, MessageTooLarge, id="too-large"),
-    pytest.param({**VALID, "priority": "high"}, InvalidEmail, id="unknown-keyword"),
+    pytest.param({**VALID, "priorty": "high"}, InvalidEmail, id="unknown-keyword"),
     pytest.param(
-        {**VALID, "headers": {"From": "ceo@example.com"}}, InvalidEmail, id="reserved-header"
+        {**VALID, "headers": {"Sender": "ceo@example.com"}}, InvalidEmail, id="reserved-header"
     ),
     pytest.param({**VALID, "to": 42}, InvalidAddress, id="wrong-type"),
     # re.match with "$" matched before a final newline; every pattern is a fullmatch now.

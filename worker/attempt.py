@@ -47,6 +47,7 @@ class Outcome:
             kind: EventType = "bounced" if outcome == "bounced" else "sent"
             if outcome == "pending":
                 kind = "deferred" if state in ("deferred", "paused", "queued") else "failed"
+                kind = "expired" if state == "expired" else kind
             elif outcome == "failed" or why == "suppressed":
                 kind = "failed"
             code = "250" if kind == "sent" else why.split(" ", 1)[0] if why[:1].isdigit() else ""

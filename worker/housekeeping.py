@@ -5,7 +5,8 @@ embedded test workers both get it, with the events relay of worker.events beside
 ``EVENTS_TASK`` is set), running two duties:
 
 * the mover, every POLL_INTERVAL: ``scheduled``, ``deferred`` and ``paused`` jobs whose due
-  time has passed (Redis's clock) become ``queued`` and are published;
+  time has passed (Redis's clock) become ``queued`` and are published, and waiting jobs
+  whose expiry has come (``send_email(expires_in=...)``) end ``expired``;
 * the reaper, every REAP_INTERVAL in one worker of the cluster at a time (a lock with a
   TTL): jobs whose lease lapsed (their worker died or hung) and queued jobs whose broker
   message is gone (store.lost) are published again; once an hour, expired suppression
@@ -29,6 +30,8 @@ from celery import bootsteps
 from mailworker.settings import get_settings
 from mailworker.store import keys, lifecycle, suppression
 from mailworker.store.client import get_redis
+from mailworker.store.events import Event, encode
+from mailworker.store.job import EmailJob
 from mailworker.store.lost import lost_jobs
 from mailworker.tasks.send import publish
 from mailworker.worker.events import EventRelay, start_relay
@@ -49,6 +52,27 @@ def publish_ready(ready: list[lifecycle.Ready]) -> int:
 
 def move_due() -> int:
     return publish_ready(lifecycle.promote_due())
+
+
+def expire_due() -> int:
+    """End ``expired`` each job whose expiry came while it waited (in its queue, for its
+    time, a backoff or a pause). One being sent is left to its worker, which checks the
+    expiry before its transaction; so does every claim, should this step be cut short."""
+    settings = get_settings()
+    ended = 0
+    for job_id in lifecycle.take_expired():
+        events = ""
+        if settings.events.task and (payload := lifecycle.payload_of(job_id)) is not None:
+            job = EmailJob.from_payload(payload)
+            tags = dict(job.tags)
+            events = encode([Event("expired", job.id, r, job.account, tags=tags)
+                             for r in job.recipients if r not in job.done])  # fmt: skip
+        if lifecycle.end_waiting(
+            job_id, "expired", "its expiry came while it waited", events=events
+        ):
+            log.info("job %s expired while it waited", job_id)
+            ended += 1
+    return ended
 
 
 def reap() -> int:
@@ -95,7 +119,7 @@ class Housekeeper:
             self._thread.join(5)
 
     def run_once(self) -> int:
-        moved = move_due()
+        moved = expire_due() + move_due()
         if time.monotonic() >= self._next_reap:
             self._next_reap = time.monotonic() + REAP_INTERVAL
             moved += reap()

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery.signals import (
     after_setup_logger,
+    celeryd_after_setup,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -24,7 +25,7 @@ from mailworker.delivery.runtime import close_runtime
 from mailworker.observe.logs import configure_logging
 from mailworker.observe.sentry import init_sentry
 from mailworker.settings import get_settings
-from mailworker.tasks.app import app
+from mailworker.tasks.app import PRIORITY_QUEUE, TRANSACTIONAL_QUEUE, app
 from mailworker.worker.housekeeping import HousekeeperStep
 from mailworker.worker.metrics import serve_metrics
 from mailworker.worker.undecodable import UndecodableStep
@@ -39,6 +40,15 @@ def _on_worker_init(**_: Any) -> None:
     init_sentry(settings)
     serve_metrics(settings.observability.metrics_port, settings.observability.metrics_host,
                   accounts=sorted(settings.accounts))  # fmt: skip
+
+
+@celeryd_after_setup.connect
+def _serve_priority_lane(instance: Any, **_: Any) -> None:
+    """A worker of ``email`` serves ``email.high`` too, even from a Procfile that names only
+    ``email``: a high-priority job never waits for a worker nobody started."""
+    queues = instance.app.amqp.queues
+    if TRANSACTIONAL_QUEUE in queues.consume_from and PRIORITY_QUEUE not in queues.consume_from:
+        queues.select_add(PRIORITY_QUEUE)
 
 
 @worker_process_init.connect

@@ -25,7 +25,7 @@ from celery.exceptions import Reject
 from mailworker.delivery.classify import Verdict, account_advice, classify_error, enhanced_code
 from mailworker.delivery.crashpoint import crash_point
 from mailworker.delivery.deliver import DeliveryReport
-from mailworker.delivery.errors import Backpressure, DeliveryError, RateLimited
+from mailworker.delivery.errors import Backpressure, DeliveryError, Expired, RateLimited
 from mailworker.delivery.outcome import Fate, plan
 from mailworker.delivery.ratelimit import slow_down
 from mailworker.delivery.retry import next_retry_at
@@ -116,6 +116,8 @@ class JobRun:
         if claim.payload is not None:  # the record's copy: its attempt and sent recipients
             self.job = EmailJob.from_payload(claim.payload)
         self.outcome.sent.update(claim.sent)
+        if self.job.expires_at is not None and time.time() >= self.job.expires_at:
+            return self._expire("its expiry came before a server accepted it")
         if claim.rescues > MAX_RESCUES:
             reason = f"its worker died {claim.rescues} times while sending it"
             return self._dead(reason, None, "", "rescued too often")
@@ -147,6 +149,8 @@ class JobRun:
             return self._defer(
                 time.time() + self.settings.account_pause_seconds, str(exc), consume_attempt=False
             )
+        except Expired as exc:  # the waits for a session or a permit ran past its expiry
+            return self._expire(str(exc))
         except RateLimited as exc:  # a quota is used up: wait in Redis, not in this worker
             return self._defer(time.time() + exc.wait, str(exc), consume_attempt=False)
         except Backpressure as exc:  # every connection stayed busy: not the message's fault
@@ -261,6 +265,9 @@ class JobRun:
         held_by_pause: bool = False,
     ) -> dict[str, Any]:
         job = self.job
+        if job.expires_at is not None and due >= job.expires_at:
+            # It would wait past its expiry: it ends now rather than arrive worthless.
+            return self._expire(f"it would wait past its expiry: {reason}")
         max_age = self.settings.retry.max_age
         if not consume_attempt and job.created_at and due - job.created_at > max_age:
             # A wait that spends no attempt (a pause, a quota) still ends: RETRY_MAX_AGE.
@@ -299,6 +306,12 @@ class JobRun:
         log.error("job %s dead-lettered (%s)", job.id, failure)
         self._report(failure, f"email job dead-lettered ({failure}): {reason}", code, reply)
         return self._result("dead", failure=failure)
+
+    def _expire(self, reason: str) -> dict[str, Any]:
+        """Ends ``expired``: no dead letter, no Sentry event; the caller asked for it."""
+        self._settle_as("expired", counts={"expired": 1}, error=reason)
+        log.info("job %s expired: %s", self.job.id, reason)
+        return self._result("expired")
 
     def _finish(self) -> dict[str, Any]:
         if self.outcome.sent:

@@ -6,3 +6,5 @@ USE_TZ = True
 EMAIL_BACKEND = "mailworker.django.EmailBackend"
 MAILWORKER_ACCOUNT = "default"
 DEFAULT_FROM_EMAIL = "Shop <shop@example.com>"
+ADMINS = [("Site Admin", "admin@localhost")]
+# SERVER_EMAIL is left at Django's default, "root@localhost": mail_admins() sends from it.
