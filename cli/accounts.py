@@ -166,7 +166,9 @@ def limits(accounts: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--queue", "queues", multiple=True, default=["email"], show_default=True)
+@click.option(
+    "--queue", "queues", multiple=True, default=["email", "email.high", "bulk"], show_default=True
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def stats(queues: tuple[str, ...], as_json: bool) -> None:
     """Messages per account and outcome (all workers, all time), and what is waiting.

@@ -11,7 +11,14 @@
     transient            retry                                                noted
 
 ``retry`` spends an attempt and backs off (RETRY_BASE_DELAY...), ``wait`` does not (the
-account's pause decides when); both end by RETRY_MAX_AGE at the latest. Only
+account's pause decides when); both end by RETRY_MAX_AGE at the latest.
+
+An account with ``fallback=`` accounts hands a job to the next one at once (:func:`fails_over`)
+when it cannot take the message at all: ``account`` (AUTH, TLS, sender refused), or
+``transient`` with no reply or while the session opens (refused, timed out, 421 greeting).
+A ``transient`` or ``throttle`` reply later in the dialogue fails over only once the
+account has been failing for FAILOVER_AFTER_SECONDS. A refusal of the message or of a
+recipient never does: the other account would only be refused (or bounce) again. Only
 ``unknown_recipient`` suppresses, and only :mod:`worker.classify` can produce it, from a RCPT
 reply; a pause comes only from ``account``, which no recipient-level code produces.
 """
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from mailworker.delivery.classify import Decision, Verdict
+from mailworker.delivery.stage import Stage
 
 
 class Fate(Enum):
@@ -59,3 +67,19 @@ def plan(verdict: Verdict, *, whole_message: bool = False) -> Plan:
     if whole_message and chosen.suppress:
         return Plan(Fate.FAILED)  # a refusal of the whole message names no one to suppress
     return chosen
+
+
+# Stages at which the session is still being opened: a failure there says the account
+# cannot take any message right now, not that this one is unwelcome.
+_OPENING = frozenset({Stage.CONNECT, Stage.EHLO, Stage.STARTTLS, Stage.AUTH})
+
+
+def fails_over(verdict: Verdict, stage: Stage, *, failing_for: float, after: float) -> bool:
+    """Whether a whole-message failure at an account sends the job on to its next account;
+    ``failing_for`` is how long the account has been failing transiently."""
+    if verdict.decision is Decision.ACCOUNT:
+        return True
+    if verdict.decision in (Decision.TRANSIENT, Decision.THROTTLE):
+        unreachable = verdict.code is None or stage in _OPENING
+        return unreachable or failing_for >= after
+    return False

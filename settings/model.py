@@ -50,6 +50,7 @@ class _Environment(BaseModel):
     RETRY_MAX_ATTEMPTS: int = Field(default=10, ge=1)
     RETRY_MAX_AGE: float = Field(default=2 * 24 * 3600.0, gt=0)
     ACCOUNT_PAUSE_SECONDS: float = Field(default=300.0, gt=0)
+    FAILOVER_AFTER_SECONDS: float = Field(default=60.0, ge=0)
     RATE_LIMIT_MAX_SLEEP: float = Field(default=5.0, ge=0)
     THROTTLE_COOLDOWN_SECONDS: float = Field(default=60.0, gt=0)
     CONNECTION_LEASE_SECONDS: float = Field(default=15.0, ge=1)
@@ -161,6 +162,7 @@ class Settings:
     redis_visibility_timeout: int
     retry: RetryPolicy
     account_pause_seconds: float
+    failover_after: float = 60.0  # a transient failure this old sends jobs to a fallback
     limiter: LimiterPolicy = LimiterPolicy()
     observability: Observability = Observability()
     unsubscribe: Unsubscribe = Unsubscribe()
@@ -210,18 +212,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=scalars.MAX_MESSAGE_BYTES,
         redis_timeout=scalars.REDIS_TIMEOUT,
         redis_visibility_timeout=scalars.REDIS_VISIBILITY_TIMEOUT,
-        retry=RetryPolicy(
-            base_delay=scalars.RETRY_BASE_DELAY,
-            max_delay=scalars.RETRY_MAX_DELAY,
-            max_attempts=scalars.RETRY_MAX_ATTEMPTS,
-            max_age=scalars.RETRY_MAX_AGE,
-        ),
-        account_pause_seconds=scalars.ACCOUNT_PAUSE_SECONDS,
-        limiter=LimiterPolicy(
-            max_sleep=scalars.RATE_LIMIT_MAX_SLEEP,
-            throttle_cooldown=scalars.THROTTLE_COOLDOWN_SECONDS,
-            connection_lease=scalars.CONNECTION_LEASE_SECONDS,
-        ),
+        **_waits(scalars),
         observability=Observability(
             failing_after=scalars.SENTRY_FAILING_AFTER_SECONDS,
             log_format=scalars.LOG_FORMAT,
@@ -243,6 +234,25 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         **_feedback(scalars),
     )
+
+
+def _waits(scalars: _Environment) -> dict[str, Any]:
+    """Retries, pauses, failover and the rate limiter's waits."""
+    return {
+        "retry": RetryPolicy(
+            base_delay=scalars.RETRY_BASE_DELAY,
+            max_delay=scalars.RETRY_MAX_DELAY,
+            max_attempts=scalars.RETRY_MAX_ATTEMPTS,
+            max_age=scalars.RETRY_MAX_AGE,
+        ),
+        "account_pause_seconds": scalars.ACCOUNT_PAUSE_SECONDS,
+        "failover_after": scalars.FAILOVER_AFTER_SECONDS,
+        "limiter": LimiterPolicy(
+            max_sleep=scalars.RATE_LIMIT_MAX_SLEEP,
+            throttle_cooldown=scalars.THROTTLE_COOLDOWN_SECONDS,
+            connection_lease=scalars.CONNECTION_LEASE_SECONDS,
+        ),
+    }
 
 
 def _feedback(scalars: _Environment) -> dict[str, Any]:
@@ -293,6 +303,15 @@ def _accounts(env: Mapping[str, str]) -> dict[str, SmtpAccount]:
             if account.name in accounts:
                 raise SettingsError(variable, f"account {account.name!r} is defined twice")
             accounts[account.name] = account
+    for account in accounts.values():
+        for name in account.fallbacks:
+            if name == account.name or name not in accounts:
+                raise SettingsError(
+                    account.variable,
+                    f"fallback={name}: "
+                    + ("an account cannot fall back on itself" if name == account.name
+                       else f"no account {name!r}; set {_account_variable(name)}"),
+                )  # fmt: skip
     return accounts
 
 

@@ -72,6 +72,10 @@ class SmtpAccount:
     insecure_token_url: bool = False
     pool: PoolOptions = field(default_factory=PoolOptions)
     limits: AccountLimits = field(default_factory=AccountLimits)
+    # fallback=backup[,other]: accounts that take a job this one cannot (worker.routes);
+    # route=roundrobin spreads jobs over this account and its fallbacks in turn.
+    fallbacks: tuple[str, ...] = ()
+    round_robin: bool = False
 
     @property
     def variable(self) -> str:
@@ -127,6 +131,8 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         raise SettingsError(variable, "tls_verify=off on an smtp:// URL: there is no TLS to verify")
     if auth == "xoauth2" and not username:
         raise SettingsError(variable, "auth=xoauth2 needs a user name (the mailbox) in the URL")
+    fallbacks = _fallbacks(variable, options)
+    round_robin = _route(variable, options, fallbacks)
 
     return SmtpAccount(
         name=account_name(variable),
@@ -145,6 +151,8 @@ def parse_smtp_url(variable: str, url: str) -> SmtpAccount:
         tls_verify=tls_verify,
         limits=pop_limits(variable, options),
         pool=_pool_options(variable, options),
+        fallbacks=fallbacks,
+        round_robin=round_robin,
     )
 
 
@@ -155,14 +163,39 @@ _OTHERS = [
     "chunking",
     "client_id",
     "cluster_connections",
+    "fallback",
     "insecure_token_url",
     "pipelining",
     "rate",
     "rate.<domain>",
+    "route",
     "scope",
     "tls_verify",
     "token_url",
 ]
+
+
+def _fallbacks(variable: str, options: dict[str, str]) -> tuple[str, ...]:
+    names = tuple(n.strip().lower() for n in options.pop("fallback", "").split(",") if n.strip())
+    for name in names:
+        if not _NAME.fullmatch(name):
+            raise SettingsError(
+                variable, f"fallback={name!r}: name an account (fallback=backup: SMTP_URL_BACKUP)"
+            )
+    if len(set(names)) != len(names):
+        raise SettingsError(variable, "fallback= names an account twice")
+    return names
+
+
+def _route(variable: str, options: dict[str, str], fallbacks: tuple[str, ...]) -> bool:
+    route = options.pop("route", "failover")
+    if route not in ("failover", "roundrobin"):
+        raise SettingsError(variable, f"route={route!r}: use route=failover or route=roundrobin")
+    if route == "roundrobin" and not fallbacks:
+        raise SettingsError(
+            variable, "route=roundrobin spreads over the fallback= accounts: name them"
+        )
+    return route == "roundrobin"
 
 
 def _check_token_url(variable: str, token_url: str | None, insecure: bool) -> None:

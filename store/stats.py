@@ -3,7 +3,8 @@
     mailworker:stats:<account>   HASH  outcome -> count, written by each job's settle step
 
 ``sent`` counts messages; ``bounced``, ``failed`` and ``suppressed`` count recipients;
-``deferred`` counts attempts put off; ``dead`` counts dead-lettered jobs.
+``deferred`` counts attempts put off; ``dead`` counts dead-lettered jobs; ``expired`` and
+``cancelled`` count jobs that ended so (``send_email(expires_in=...)``, an operator).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import redis
 from mailworker.store import keys
 from mailworker.store.client import get_redis
 
-OUTCOMES = ("sent", "deferred", "bounced", "failed", "dead", "suppressed")
+OUTCOMES = ("sent", "deferred", "bounced", "failed", "dead", "suppressed", "expired", "cancelled")
 
 
 def account_counts(

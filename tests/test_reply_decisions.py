@@ -33,6 +33,7 @@ from tests.helpers import (
     wait_all_sent,
     wait_for_status,
     wait_until,
+    worker_process,
 )
 from tests.raw_smtp import RawSmtpServer
 from tests.test_cli import mailworker
@@ -211,9 +212,11 @@ def test_a_pipelined_421_then_close_slows_the_account_down_and_retries_later(
 
 @pytest.mark.usefixtures("celery_worker")
 def test_task_events_carry_ids_and_outcomes_never_an_address_or_a_reply(
-    server: DevServer,
+    server: DevServer, environment: dict[str, str]
 ) -> None:
-    """Flower shows every task's return value (task-succeeded); a reply quotes addresses."""
+    """Flower shows every task's return value (task-succeeded); a reply quotes addresses.
+    A worker with task events on from the start (CELERY_EVENTS=true; Flower would turn them
+    on anyway)."""
     from mailworker.tasks.app import app
 
     seen: list[dict[str, object]] = []
@@ -241,8 +244,12 @@ def test_task_events_carry_ids_and_outcomes_never_an_address_or_a_reply(
     assert receiving.wait(10)
     server.fault = busy
     people = ["busy-reader@example.com", "gone-reader@example.com", "ann@example.com"]
-    with extra_account("flowerish", server.url()):
-        job = send_email.delay(to=people, subject="s", text="t", account="flowerish")
+    env = {**environment, "SMTP_URL_FLOWERISH": server.url(), "CELERY_EVENTS": "true"}
+    with extra_account("flowerish", server.url()), worker_process("flowerish", env):
+        job = send_email.apply_async(
+            kwargs={"to": people, "subject": "s", "text": "t", "account": "flowerish"},
+            queue="flowerish",
+        )
         wait_for_status(job.id, "deferred")
         try:
             wait_until(lambda: any(job.id in str(e.get("result")) for e in seen), 10, "event")

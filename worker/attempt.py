@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,14 +11,15 @@ from functools import partial
 import redis
 
 from mailworker.delivery.classify import Verdict
+from mailworker.delivery.crashpoint import crash_point
 from mailworker.settings import Settings
-from mailworker.store import lifecycle
+from mailworker.store import keys, lifecycle
 from mailworker.store.addresses import normalize_address
-from mailworker.store.events import Event, EventType
+from mailworker.store.events import Event, EventType, encode
 from mailworker.store.job import EmailJob
-from mailworker.store.lifecycle import Claim
+from mailworker.store.lifecycle import Claim, Settlement, State
 from mailworker.store.pauses import read_pause
-from mailworker.worker.metrics import SEND_SECONDS
+from mailworker.worker.metrics import SEND_SECONDS, count_outcomes
 
 log = logging.getLogger("mailworker.delivery")
 
@@ -37,6 +39,15 @@ class Outcome:
         states.update({r: f"bounced {why}" for r, why in self.bounced.items()})
         states.update({r: f"failed {why}" for r, why in self.failed.items()})
         return states
+
+    def refusals(self) -> dict[str, int]:
+        """Recipients refused for good in this job: bounced now, or suppressed before."""
+        suppressed = sum(1 for why in self.bounced.values() if why == "suppressed")
+        return {
+            "bounced": len(self.bounced) - suppressed,
+            "suppressed": suppressed,
+            "failed": len(self.failed),
+        }
 
     def events(self, job: EmailJob, state: str) -> list[Event]:
         """One event per recipient for an attempt that ends in ``state``: sent, bounced or
@@ -76,10 +87,16 @@ def log_attempt(job: EmailJob, outcome: str, started: float, code: int | None) -
 
 
 def attempt_bound(job: EmailJob, settings: Settings) -> float:
-    """The longest an attempt may take: its lease is not renewed past this."""
+    """The longest an attempt may take: its lease is not renewed past this. An attempt
+    may go through the account's fallbacks too (worker.routes), each with its own waits."""
     account = settings.accounts.get(job.account)
-    bound = settings.smtp_timeout * 2 + 30 + settings.limiter.max_sleep
-    return bound + (account.pool.acquire_timeout if account is not None else 0)
+    names = [job.account, *(account.fallbacks if account is not None else ())]
+    bound = 0.0
+    for name in names:
+        route = settings.accounts.get(name)
+        bound += settings.smtp_timeout * 2 + 30 + settings.limiter.max_sleep
+        bound += route.pool.acquire_timeout if route is not None else 0
+    return bound
 
 
 def claim_attempt(
@@ -106,3 +123,54 @@ def claim_attempt(
     if job.ignore_suppression:
         blocked = set()  # the app asked for it: e.g. a password reset to a past bounce
     return claim, blocked, read_pause(claim.pause)
+
+
+def settle_attempt(
+    client: redis.Redis,
+    settings: Settings,
+    owner: str,
+    job: EmailJob,
+    outcome: Outcome,
+    state: State,
+    *,
+    counts: dict[str, int],
+    delay: float | None,
+    held: bool,
+    payload: EmailJob | None,
+    dead_letter: dict[str, str] | None,
+    fields: dict[str, str],
+) -> float | None:
+    """The attempt's last word, one atomic step (store.lifecycle): the state, the
+    recipients, the counters and any dead letter, counted and told (events) as ``job``'s
+    account, the one the attempt went through; the due time of a wait."""
+    record = {
+        "attempt": str(payload.attempt if payload else job.attempt),
+        "recipients": json.dumps(outcome.recipients(job.recipients)),
+        "via": job.account,
+        **fields,
+    }
+    if payload is not None:
+        record["payload"] = json.dumps(payload.to_payload())
+    events = encode(outcome.events(job, state)) if settings.events.task else ""
+    done, due = lifecycle.settle(
+        job.id,
+        owner,
+        Settlement(
+            state,
+            job.account,
+            record,
+            counts,
+            delay=delay,
+            held_in=keys.held(job.account) if held else None,
+            dead_letter=dead_letter,
+            events=events,
+        ),  # fmt: skip
+        dead_retention=settings.retention.dead_letters,
+        client=client,
+    )
+    if done:
+        crash_point("settled")
+        count_outcomes(job.account, counts)
+    else:  # stalled past its lease: the reaper gave the job to another worker
+        log.warning("job %s: lease lost before settling; the job's new holder decides", job.id)
+    return due

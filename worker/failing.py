@@ -8,13 +8,19 @@ Every successful send clears both (in the job's settle step, store.lifecycle).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
 
+from mailworker.delivery.classify import Verdict
+from mailworker.delivery.ratelimit import slow_down
 from mailworker.observe.sentry import report
+from mailworker.settings import Settings
 from mailworker.store import keys
 from mailworker.store.client import get_redis
+
+log = logging.getLogger("mailworker.delivery")
 
 _DAY = 86400
 _HOUR = 3600  # a reminder at most hourly while the account keeps failing
@@ -55,3 +61,13 @@ def note_transient(
         level="warning",
     )
     return True
+
+
+def slow_down_if_throttled(account: str, verdict: Verdict, settings: Settings) -> None:
+    """A "slow down" reply (421 4.7.0, 4.7.28...) lowers the account's rate for a while."""
+    if verdict.throttled:
+        factor = slow_down(account, settings.limiter.throttle_cooldown)
+        log.warning(
+            "account %s throttled by the server (%s %s): sending at %.0f%% of its rate",
+            account, verdict.code, verdict.enhanced or "", factor * 100,
+        )  # fmt: skip

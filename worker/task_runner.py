@@ -12,7 +12,6 @@ them a second copy; retries wait in Redis, never as an ETA held in a worker's me
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -26,25 +25,29 @@ from mailworker.delivery.classify import Verdict, account_advice, classify_error
 from mailworker.delivery.crashpoint import crash_point
 from mailworker.delivery.deliver import DeliveryReport
 from mailworker.delivery.errors import Backpressure, DeliveryError, Expired, RateLimited
-from mailworker.delivery.outcome import Fate, plan
-from mailworker.delivery.ratelimit import slow_down
+from mailworker.delivery.outcome import Fate, fails_over, plan
 from mailworker.delivery.retry import next_retry_at
 from mailworker.delivery.runtime import get_runtime
 from mailworker.observe.sentry import report
 from mailworker.settings import Settings, SettingsError, get_settings
-from mailworker.store import keys, lifecycle, suppression
+from mailworker.store import suppression
 from mailworker.store.client import get_redis
 from mailworker.store.dead import letter
-from mailworker.store.events import encode
 from mailworker.store.job import EmailJob, UndecodableJob
 from mailworker.store.ledger import release_idempotency_key
-from mailworker.store.lifecycle import Settlement, State
+from mailworker.store.lifecycle import State
 from mailworker.store.pauses import pause_account
 from mailworker.tasks.app import TRANSACTIONAL_QUEUE
-from mailworker.worker.attempt import Outcome, attempt_bound, claim_attempt, log_attempt
-from mailworker.worker.failing import note_transient
+from mailworker.worker.attempt import (
+    Outcome,
+    attempt_bound,
+    claim_attempt,
+    log_attempt,
+    settle_attempt,
+)
+from mailworker.worker.failing import note_transient, slow_down_if_throttled
 from mailworker.worker.leases import keeper, new_owner
-from mailworker.worker.metrics import count_outcomes
+from mailworker.worker.routes import accounts_for, failing_for
 from mailworker.worker.undecodable import bury_undecodable
 
 log = logging.getLogger("mailworker.delivery")
@@ -82,6 +85,7 @@ class JobRun:
         self.last_refusal: tuple[int, str] | None = None
         self.owner = new_owner()
         self.claimed = False
+        self.via = job.account  # the account this attempt goes through (worker.routes)
 
     def run_safely(self) -> dict[str, Any]:
         """:meth:`run`, and an error that escapes it never acks the job away."""
@@ -135,16 +139,27 @@ class JobRun:
         )
         if not pending:
             return self._finish()  # redelivered after a crash, or everyone suppressed
-        if pause is not None:
+        routes = accounts_for(job.account, self.settings, pause, self.client)
+        if not routes and pause is not None:
             return self._defer(
                 pause[0],
                 f"account {job.account!r} paused: {pause[1]}",
                 consume_attempt=False,
                 held_by_pause=True,
             )
+        for index, via in enumerate(routes):
+            self.via = via
+            result = self._through(via, blocked, last=index == len(routes) - 1)
+            if result is not None:
+                return result
+        raise AssertionError("the last account always settles the attempt")
+
+    def _through(self, via: str, blocked: set[str], *, last: bool) -> dict[str, Any] | None:
+        """One account's try: the attempt's result, or ``None`` to hand it to the next."""
+        job = replace(self.job, account=via, done=tuple(self.outcome.sent | blocked))
         started = time.monotonic()
         try:
-            report = get_runtime().deliver(replace(job, done=tuple(self.outcome.sent | blocked)))
+            report = get_runtime().deliver(job)
         except SettingsError as exc:  # this worker lacks the account: wait for one that has it
             return self._defer(
                 time.time() + self.settings.account_pause_seconds, str(exc), consume_attempt=False
@@ -154,19 +169,35 @@ class JobRun:
         except RateLimited as exc:  # a quota is used up: wait in Redis, not in this worker
             return self._defer(time.time() + exc.wait, str(exc), consume_attempt=False)
         except Backpressure as exc:  # every connection stayed busy: not the message's fault
-            log_attempt(self.job, "busy", started, None)
+            log_attempt(job, "busy", started, None)
             return self._defer(time.time() + random.uniform(1, 3), str(exc), consume_attempt=False)
         except DeliveryError as exc:
             verdict = classify_error(exc)
-            log_attempt(self.job, verdict.decision.value, started, exc.code)
+            log_attempt(job, verdict.decision.value, started, exc.code)
+            failing = failing_for(via, self.client)
+            after = self.settings.failover_after
+            if not last and fails_over(verdict, exc.stage, failing_for=failing, after=after):
+                self._hand_on(verdict, str(exc), exc.code)
+                return None
             return self._whole_message_failed(verdict, str(exc), exc.reply)
         except (ValueError, TypeError, UnicodeError) as exc:
             log.exception("job %s could not be built into a message", job.id)
             return self._dead(
                 f"message could not be built: {type(exc).__name__}", None, "", "unbuildable"
             )
-        log_attempt(self.job, "delivered" if not report.refused else "partial", started, 250)
+        log_attempt(job, "delivered" if not report.refused else "partial", started, 250)
         return self._settle(report)
+
+    def _hand_on(self, verdict: Verdict, reason: str, code: int | None) -> None:
+        """The account cannot take the job: pause it (account trouble) or note it failing,
+        as if the job had stayed, and let the next account try at once."""
+        if plan(verdict, whole_message=True).pause_account:
+            self._pause(verdict, reason)
+        else:
+            note_transient(self.via, self.settings.observability.failing_after, reason,
+                           code=code, queue=self.queue, client=self.client)  # fmt: skip
+        log.warning("job %s: account %s cannot take it (%s); trying the next account",
+                    self.job.id, self.via, verdict.decision.value)  # fmt: skip
 
     def _settle(self, report: DeliveryReport) -> dict[str, Any]:
         self.outcome.sent.update(report.accepted)
@@ -177,7 +208,7 @@ class JobRun:
             reason = f"{refusal.code} {refusal.message}"
             self.last_refusal = (refusal.code, refusal.message)
             if chosen.slow_down:
-                self._slow_down(verdict)
+                slow_down_if_throttled(self.via, verdict, self.settings)
             if chosen.fate is Fate.BOUNCED:
                 self.outcome.bounced[recipient] = reason
                 suppression.suppress(recipient, reason, kind="hard-bounce", source="smtp")
@@ -205,34 +236,28 @@ class JobRun:
     def _whole_message_failed(self, verdict: Verdict, reason: str, reply: str) -> dict[str, Any]:
         chosen = plan(verdict, whole_message=True)
         if chosen.slow_down:
-            self._slow_down(verdict)
+            slow_down_if_throttled(self.via, verdict, self.settings)
         if chosen.fate is Fate.RETRY:
             return self._retry(reason, verdict.retry_after, verdict.code, reply)
         if chosen.fate is Fate.WAIT:
             return self._pause_and_defer(verdict, reason)
         return self._dead(reason, verdict.code, reply, verdict.decision.value)
 
-    def _slow_down(self, verdict: Verdict) -> None:
-        if verdict.throttled:
-            factor = slow_down(self.job.account, self.settings.limiter.throttle_cooldown)
-            log.warning(
-                "account %s throttled by the server (%s %s): sending at %.0f%% of its rate",
-                self.job.account,
-                verdict.code,
-                verdict.enhanced or "",
-                factor * 100,
-            )
-
     def _pause_and_defer(self, verdict: Verdict, reason: str) -> dict[str, Any]:
-        seconds = max(self.settings.account_pause_seconds, verdict.retry_after or 0)
-        until, new = pause_account(self.job.account, seconds, reason)
-        account = self.settings.accounts.get(self.job.account)
-        fix = account_advice(verdict, self.job.account, account.variable if account else "SMTP_URL")
-        log.warning("account %s paused for %.0f s: %s", self.job.account, seconds, fix)
-        if new:
-            message = f"account {self.job.account!r} paused for {seconds:.0f} s: {reason}. {fix}"
-            self._report("paused", message, verdict.code, verdict.enhanced)
+        until = self._pause(verdict, reason)
         return self._defer(until, reason, consume_attempt=False, held_by_pause=True)
+
+    def _pause(self, verdict: Verdict, reason: str) -> float:
+        """Pause the account that refused (reported once per pause); when it ends."""
+        seconds = max(self.settings.account_pause_seconds, verdict.retry_after or 0)
+        until, new = pause_account(self.via, seconds, reason)
+        account = self.settings.accounts.get(self.via)
+        fix = account_advice(verdict, self.via, account.variable if account else "SMTP_URL")
+        log.warning("account %s paused for %.0f s: %s", self.via, seconds, fix)
+        if new:
+            message = f"account {self.via!r} paused for {seconds:.0f} s: {reason}. {fix}"
+            self._report("paused", message, verdict.code, verdict.enhanced)
+        return until
 
     def _retry(
         self, reason: str, hint: float | None, code: int | None = None, reply: str = ""
@@ -247,7 +272,7 @@ class JobRun:
         ):
             return self._defer(due, reason, consume_attempt=True)  # the recipients', not ours
         note_transient(
-            self.job.account,
+            self.via,
             self.settings.observability.failing_after,
             reason,
             code=code,
@@ -299,7 +324,7 @@ class JobRun:
             job.id, job.to_payload(), reason=reason, queue=self.queue, code=code, reply=reply
         )
         self._settle_as(
-            "failed", counts={"dead": 1, **self._refusals()}, dead_letter=dead, error=reason
+            "failed", counts={"dead": 1, **self.outcome.refusals()}, dead_letter=dead, error=reason
         )
         if job.idempotency_key is not None:
             release_idempotency_key(job.idempotency_key, job.id)
@@ -315,14 +340,14 @@ class JobRun:
 
     def _finish(self) -> dict[str, Any]:
         if self.outcome.sent:
-            self._settle_as("sent", counts={"sent": 1, **self._refusals()})
+            self._settle_as("sent", counts={"sent": 1, **self.outcome.refusals()})
             return self._result("sent")
         if self.outcome.failed:  # refused for this message, not bounced: worth a look
             code, reply = self.last_refusal or (None, "")
             reason = f"every recipient refused: {code} {reply}"
             return self._dead(reason, code, reply, "refused")
         error = "every recipient bounced or is suppressed"
-        self._settle_as("failed", counts=self._refusals(), error=error)
+        self._settle_as("failed", counts=self.outcome.refusals(), error=error)
         if self.last_refusal is not None:  # bounced now, not merely suppressed from before
             code, reply = self.last_refusal
             self._report("bounce", f"every recipient bounced: {code} {reply}", code, reply)
@@ -334,7 +359,7 @@ class JobRun:
         report(
             failure,
             message,
-            account=self.job.account,
+            account=self.via,
             job_id=self.job.id,
             smtp_code=code,
             enhanced_code=enhanced_code(reply or ""),
@@ -345,16 +370,7 @@ class JobRun:
     def _result(self, state: str, **fields: str | float) -> dict[str, Any]:
         """The task's return value, which Flower and result backends show: ids and outcomes,
         never an address or a server's reply (those stay in the job's status)."""
-        return {"state": state, "job_id": self.job.id, "account": self.job.account, **fields}
-
-    def _refusals(self) -> dict[str, int]:
-        """Recipients refused for good in this job: bounced now, or suppressed before."""
-        suppressed = sum(1 for why in self.outcome.bounced.values() if why == "suppressed")
-        return {
-            "bounced": len(self.outcome.bounced) - suppressed,
-            "suppressed": suppressed,
-            "failed": len(self.outcome.failed),
-        }
+        return {"state": state, "job_id": self.job.id, "account": self.via, **fields}
 
     def _settle_as(
         self,
@@ -367,35 +383,9 @@ class JobRun:
         dead_letter: dict[str, str] | None = None,
         **fields: str,
     ) -> float | None:
-        """The attempt's last word, one atomic step (store.lifecycle): the state, the
-        recipients, the counters and any dead letter; the due time of a wait."""
-        job = self.job
-        record = {
-            "attempt": str(payload.attempt if payload else job.attempt),
-            "recipients": json.dumps(self.outcome.recipients(job.recipients)),
-            **fields,
-        }
-        if payload is not None:
-            record["payload"] = json.dumps(payload.to_payload())
-        done, due = lifecycle.settle(
-            job.id,
-            self.owner,
-            Settlement(
-                state,
-                job.account,
-                record,
-                counts,
-                delay=delay,
-                held_in=keys.held(job.account) if held else None,
-                dead_letter=dead_letter,
-                events=encode(self.outcome.events(job, state)) if self.settings.events.task else "",
-            ),
-            dead_retention=self.settings.retention.dead_letters,
-            client=self.client,
-        )
-        if done:
-            crash_point("settled")
-            count_outcomes(job.account, counts)
-        else:  # stalled past its lease: the reaper gave the job to another worker
-            log.warning("job %s: lease lost before settling; the job's new holder decides", job.id)
-        return due
+        """The attempt's last word (worker.attempt.settle_attempt); the due time of a wait."""
+        return settle_attempt(
+            self.client, self.settings, self.owner, replace(self.job, account=self.via),
+            self.outcome, state, counts=counts, delay=delay, held=held, payload=payload,
+            dead_letter=dead_letter, fields=fields,
+        )  # fmt: skip
