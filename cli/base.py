@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, NoReturn
 
@@ -59,3 +60,30 @@ def when(timestamp: float) -> str:
     import datetime
 
     return datetime.datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
+
+
+def moment(timestamp: float, now: float | None = None) -> str:
+    """``2026-12-02 14:07:08 UTC, 3 s ago`` (or ``in 5 min``): a time a reader can place."""
+    import datetime
+    import time
+
+    at = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    delta = (time.time() if now is None else now) - timestamp
+    seconds = abs(delta)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 1.5 * size:
+            span = f"{seconds / size:.0f} {unit}"
+            break
+    else:
+        span = f"{seconds:.0f} s"
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC, " + (f"{span} ago" if delta >= 0 else f"in {span}")
+
+
+def shown_value(key: str, value: Any) -> str:
+    """A record's value for a table: times (``*_at``, ``*_until``) as :func:`moment`."""
+    if key.endswith(("_at", "_until")):
+        try:
+            return moment(float(value))
+        except (TypeError, ValueError, OverflowError, OSError):
+            pass
+    return json.dumps(value) if isinstance(value, dict) else str(value)

@@ -15,6 +15,7 @@ from mailworker.cli.base import (
     errors,
     fail,
     main,
+    shown_value,
 )
 from mailworker.settings import SettingsError
 
@@ -132,7 +133,7 @@ def campaign_status_command(campaign_id: str, watch: bool, as_json: bool) -> Non
                 progress.update(bar, completed=record["done"], total=record["total"], rate=rate)
     table = Table(show_header=False, box=None)
     for key, value in record.items():
-        table.add_row(key, f"{value:.2%}" if key.endswith("_rate") else str(value))
+        table.add_row(key, f"{value:.2%}" if key.endswith("_rate") else shown_value(key, value))
     console.print(table)
 
 

@@ -13,6 +13,7 @@ from mailworker.cli.base import (
     current_settings,
     fail,
     main,
+    shown_value,
 )
 from mailworker.settings import SettingsError
 
@@ -75,5 +76,5 @@ def status(job_id: str, as_json: bool) -> None:
         return
     table = Table(show_header=False, box=None)
     for key, value in sorted(record.items()):
-        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+        table.add_row(key, shown_value(key, value))
     console.print(table)

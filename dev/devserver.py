@@ -31,6 +31,13 @@ __all__ = ["DevServer", "Fault", "ReceivedMessage", "RecordingSMTP", "Reply", "S
 TlsMode = Literal["starttls", "implicit", "none"]
 
 
+class QuietSession(Session):
+    """aiosmtpd's session without the warning aiosmtpd itself logs on every successful
+    AUTH: it sets the deprecated ``login_data``, which nothing here reads."""
+
+    login_data: Any = None  # a plain attribute in place of aiosmtpd's warning property
+
+
 class RecordingSMTP(ChunkingSMTP):
     """aiosmtpd's SMTP session, plus BDAT, counting, fault injection and TLS-aware AUTH."""
 
@@ -52,6 +59,9 @@ class RecordingSMTP(ChunkingSMTP):
         self.faults = faults  # read per command: a test may change faults mid-session
         self.connection_id = connection_id
         self.user: str | None = None
+
+    def _create_session(self) -> Session:
+        return QuietSession(self.loop)
 
     @property
     def encrypted(self) -> bool:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,8 +54,13 @@ def test_send_prints_a_job_id_that_gets_delivered(environment: dict[str, str]) -
     assert run.returncode == 0, run.stderr
     job_id = run.stdout.strip()
     wait_for_status(job_id, "sent")
-    shown = mailworker("status", job_id, env=environment)
+    shown = mailworker("status", job_id, env={**environment, "COLUMNS": "200"})
     assert "sent" in shown.stdout
+    # Times a reader can place, not epoch floats; --json keeps the numbers.
+    assert re.search(r"updated_at +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, \d+ s ago", shown.stdout)
+    assert not re.search(r"\b1\d{9}\.\d+", shown.stdout), shown.stdout
+    record = json.loads(mailworker("status", job_id, "--json", env=environment).stdout)
+    assert float(record["updated_at"]) <= time.time()
 
 
 def test_send_with_bad_input_exits_2_with_the_reason(environment: dict[str, str]) -> None:
