@@ -187,9 +187,11 @@ def stats(queues: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    table = Table("account", *OUTCOMES)
-    for account, counts in report["accounts"].items():
-        table.add_row(account, *(str(counts[o]) for o in OUTCOMES))
+    # One column per account: accounts are few, outcomes many (a narrow terminal fits it).
+    accounts = report["accounts"]
+    table = Table("outcome", *accounts)
+    for outcome in OUTCOMES:
+        table.add_row(outcome, *(str(counts[outcome]) for counts in accounts.values()))
     console.print(table)
     counted = ("sent", "bounced", "hard", "complained")
     title = "last 24 hours, after the 250 (DSNs, complaints, provider events)"

@@ -1,8 +1,9 @@
-"""`mailworker campaign start|status|pause|resume|cancel`: bulk campaigns."""
+"""`mailworker campaign start|preview|test|status|pause|resume|cancel`: bulk campaigns."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -25,15 +26,53 @@ def campaign() -> None:
     """Bulk campaigns: start one from a CSV, watch it, pause, resume or cancel it."""
 
 
+_TEMPLATE_OPTIONS = (
+    click.argument("csv_file", type=click.Path(exists=True, dir_okay=False)),
+    click.option("--subject", required=True, help="Jinja2 template, e.g. 'Hi {{ first_name }}'."),
+    click.option("--text", "text_file", type=click.Path(exists=True), help="Text template file."),
+    click.option("--html", "html_file", type=click.Path(exists=True), help="HTML template file."),
+    click.option("--from", "from_email", help="Sender (default: DEFAULT_FROM_EMAIL)."),
+    click.option("--reply-to", help="Reply-To address."),
+    click.option("--account", help="SMTP account (default: 'bulk' if configured, else 'default')."),
+)
+
+
+def _template_options(command: Any) -> Any:
+    """The options that describe a campaign's message: start, preview and test share them."""
+    for option in reversed(_TEMPLATE_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _template(
+    subject: str, text_file: str | None, html_file: str | None, from_email: str | None,
+    reply_to: str | None,
+) -> Any:  # fmt: skip
+    from pathlib import Path
+
+    from mailworker.tasks.campaign import CampaignTemplate
+
+    if not text_file and not html_file:
+        fail("give --text FILE, --html FILE or both")
+    return CampaignTemplate(
+        subject=subject,
+        text=Path(text_file).read_text() if text_file else None,
+        html=Path(html_file).read_text() if html_file else None,
+        from_email=from_email,
+        reply_to=reply_to,
+    )
+
+
+def _rows(csv_file: str) -> Any:
+    import csv
+
+    with open(csv_file, newline="", encoding="utf-8") as handle:
+        yield from csv.DictReader(handle)
+
+
 @campaign.command("start")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--subject", required=True, help="Jinja2 template, e.g. 'Hi {{ first_name }}'.")
-@click.option("--text", "text_file", type=click.Path(exists=True), help="Plain-text template file.")
-@click.option("--html", "html_file", type=click.Path(exists=True), help="HTML template file.")
-@click.option("--from", "from_email", help="Sender (default: DEFAULT_FROM_EMAIL).")
-@click.option("--reply-to", help="Reply-To address.")
+@_template_options
 @click.option("--id", "campaign_id", help="Campaign id; give the same one to resume a start.")
-@click.option("--account", help="SMTP account (default: 'bulk' if configured, else 'default').")
 @click.option("--send-at", type=click.DateTime(), help="Start later (local time, ISO format).")
 @click.option("--chunk-size", default=200, show_default=True, help="Recipients per batch.")
 @click.option(
@@ -47,8 +86,8 @@ def campaign_start(
     html_file: str | None,
     from_email: str | None,
     reply_to: str | None,
-    campaign_id: str | None,
     account: str | None,
+    campaign_id: str | None,
     send_at: Any,
     chunk_size: int,
     max_queued_batches: int,
@@ -57,22 +96,13 @@ def campaign_start(
     """Queue a campaign to every row of CSV_FILE (an 'email' column; other columns are
     template variables) and print its id."""
     import csv
-    from pathlib import Path
 
     from rich.progress import Progress
 
-    from mailworker.tasks.campaign import CampaignError, CampaignTemplate, start_campaign
+    from mailworker.tasks.campaign import CampaignError, start_campaign
 
     current_settings()
-    if not text_file and not html_file:
-        fail("give --text FILE, --html FILE or both")
-    template = CampaignTemplate(
-        subject=subject,
-        text=Path(text_file).read_text() if text_file else None,
-        html=Path(html_file).read_text() if html_file else None,
-        from_email=from_email,
-        reply_to=reply_to,
-    )
+    template = _template(subject, text_file, html_file, from_email, reply_to)
     with (
         open(csv_file, newline="", encoding="utf-8") as handle,
         Progress(console=errors, transient=True) as progress,
@@ -92,6 +122,63 @@ def campaign_start(
         except (CampaignError, SettingsError) as exc:
             fail(f"{exc}; nothing was queued" if isinstance(exc, CampaignError) else str(exc))
     click.echo(json.dumps({"campaign_id": result}) if as_json else result)
+
+
+@campaign.command("preview")
+@_template_options
+@click.option("--row", default=1, show_default=True, help="The data row to render (1 = first).")
+@click.option("--html-out", type=click.Path(dir_okay=False), help="Write the rendered HTML here.")
+def campaign_preview(
+    csv_file: str, subject: str, text_file: str | None, html_file: str | None,
+    from_email: str | None, reply_to: str | None, account: str | None, row: int,
+    html_out: str | None,
+) -> None:  # fmt: skip
+    """Print one row's message as the workers would send it: headers and text. Sends nothing."""
+    from mailworker.delivery.message import build_message_bytes
+    from mailworker.tasks.campaign import CampaignError
+    from mailworker.tasks.campaign_preview import preview_campaign
+
+    current_settings()
+    template = _template(subject, text_file, html_file, from_email, reply_to)
+    try:
+        job = preview_campaign(template, _rows(csv_file), row=row, account=account)
+    except (CampaignError, SettingsError) as exc:
+        fail(str(exc))
+    head = build_message_bytes(job).split(b"\r\n\r\n", 1)[0].decode()
+    console.print(f"[bold]row {row}[/bold] -> {job.to[0][1]}", highlight=False)
+    console.print(head.replace("\r\n", "\n"), highlight=False, markup=False)
+    if job.text is not None:
+        console.print("\n" + job.text, highlight=False, markup=False)
+    if job.html is not None and html_out:
+        Path(html_out).write_text(job.html, encoding="utf-8")
+        console.print(f"\nHTML part written to {html_out}", highlight=False)
+    elif job.html is not None:
+        console.print(f"\n(HTML part: {len(job.html)} characters; --html-out FILE to see it)")
+
+
+@campaign.command("test")
+@_template_options
+@click.option("--to", "to", required=True, help="Where the test messages go (you).")
+@click.option("--rows", default=3, show_default=True, help="How many of the first rows to send.")
+def campaign_test(
+    csv_file: str, subject: str, text_file: str | None, html_file: str | None,
+    from_email: str | None, reply_to: str | None, account: str | None, to: str, rows: int,
+) -> None:  # fmt: skip
+    """Send the first rows' messages to one address, subject marked [TEST]. No real
+    recipient gets anything, nothing is counted, the unsubscribe link is the tester's."""
+    from mailworker.tasks.campaign import CampaignError
+    from mailworker.tasks.campaign_preview import test_campaign
+    from mailworker.tasks.errors import InvalidEmail
+
+    current_settings()
+    template = _template(subject, text_file, html_file, from_email, reply_to)
+    try:
+        ids = test_campaign(template, _rows(csv_file), to=to, rows=rows, account=account)
+    except (CampaignError, InvalidEmail, SettingsError) as exc:
+        fail(str(exc))
+    for job_id in ids:
+        click.echo(job_id)
+    errors.print(f"{len(ids)} test message(s) queued to {to}; `mailworker status ID` follows each")
 
 
 @campaign.command("status")

@@ -1,5 +1,7 @@
-"""Development tools: a TLS + AUTH SMTP server, a private Redis and the demo.
+"""Development tools: a TLS + AUTH SMTP server, a private Redis, the demo, and the capture
+of an app's mail in its tests (:mod:`mailworker.testing`).
 
-Needs the ``dev`` extra (aiosmtpd, trustme). Nothing in the library imports this package
-except the command line's ``demo`` and ``devserver`` commands and the tests.
+The server and the demo need the ``dev`` extra (aiosmtpd, trustme); the capture needs
+nothing more than the library. Nothing in the library imports this package except the
+command line's ``demo`` and ``devserver`` commands, mailworker.testing and the tests.
 """

@@ -31,7 +31,7 @@ MAY_IMPORT = {
     "feedback": {"settings", "store", "observe", "delivery"},
     "tasks": {"settings", "store", "observe"},
     "worker": {"settings", "store", "observe", "delivery", "feedback", "tasks"},
-    "dev": {"settings", "store", "observe", "tasks", "worker"},
+    "dev": {"settings", "store", "observe", "delivery", "tasks", "worker"},
     "cli": {"settings", "store", "observe", "delivery", "feedback", "tasks", "worker", "dev"},
 }
 MAX_MODULE_LINES = 400

@@ -323,3 +323,19 @@ def _job_ids_for(*addresses: str) -> dict[str, str]:
             continue
         found.update({a: job.id for a in addresses if a in job.recipients})
     return found
+
+
+def test_django_mail_is_captured_like_mail_outbox(django_settings: None) -> None:
+    """mailworker's equivalent of Django's mail.outbox: validated like a real send."""
+    from django.core import mail
+
+    from mailworker.testing import capture_emails
+
+    with capture_emails() as outbox:
+        mail.send_mail("Hallo", "Grüße", "Jörg <app@example.com>", ["zoe@example.com"])
+        with pytest.raises(InvalidEmail):
+            mail.send_mail("x", "y", None, ["not an address"])
+    [captured] = outbox
+    assert captured.to == ["zoe@example.com"]
+    assert captured.message["From"].addresses[0].display_name == "Jörg"
+    assert captured.message.get_content().strip() == "Grüße"
