@@ -4,7 +4,8 @@
     jobs          send, status
     accounts      check, doctor, limits, stats, resume
     dead_letters  dead list|show|retry|purge
-    campaigns     campaign start|status|pause|resume|cancel
+    campaigns     campaign start|preview|test|status|pause|resume|cancel
+    exporter      exporter (the cluster's gauges for Prometheus)
     suppression   suppress add|remove|check|list|import|export
     bounces       bounces watch|check (the bounce mailbox reader)
     dev           devserver, demo
@@ -22,6 +23,7 @@ from mailworker.cli import (  # noqa: F401
     campaigns,
     dead_letters,
     dev,
+    exporter,
     jobs,
     suppression,
 )

@@ -4,6 +4,8 @@ Prometheus (prometheus-client), served by the worker on ``METRICS_PORT`` when it
 ``METRICS_HOST`` (127.0.0.1 unless set otherwise):
 
     mailworker_messages_total{account, outcome}    sent|deferred|bounced|failed|dead|suppressed
+                                                    |expired
+    mailworker_rate_limit_waits_total{account}      jobs put off by a rate limit or quota
     mailworker_send_seconds{account}                histogram of one delivery attempt
     mailworker_pool_sessions{account, state}        open | idle | in_use | waiting, at scrape
     mailworker_bounce_rate{account, kind}           hard | all, of recipients sent, last 24 h
@@ -27,6 +29,9 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("mailworker.metrics")
 
 MESSAGES = Counter("mailworker_messages", "Jobs and recipients by outcome", ["account", "outcome"])
+RATE_LIMIT_WAITS = Counter(
+    "mailworker_rate_limit_waits", "Jobs put off by a rate limit or quota", ["account"]
+)
 SEND_SECONDS = Histogram(
     "mailworker_send_seconds",
     "Duration of one delivery attempt (session, permit and SMTP transaction)",

@@ -47,6 +47,7 @@ from mailworker.worker.attempt import (
 )
 from mailworker.worker.failing import note_transient, slow_down_if_throttled
 from mailworker.worker.leases import keeper, new_owner
+from mailworker.worker.metrics import RATE_LIMIT_WAITS
 from mailworker.worker.routes import accounts_for, failing_for
 from mailworker.worker.undecodable import bury_undecodable
 
@@ -167,6 +168,7 @@ class JobRun:
         except Expired as exc:  # the waits for a session or a permit ran past its expiry
             return self._expire(str(exc))
         except RateLimited as exc:  # a quota is used up: wait in Redis, not in this worker
+            RATE_LIMIT_WAITS.labels(via).inc()
             return self._defer(time.time() + exc.wait, str(exc), consume_attempt=False)
         except Backpressure as exc:  # every connection stayed busy: not the message's fault
             log_attempt(job, "busy", started, None)
