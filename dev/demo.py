@@ -57,8 +57,10 @@ def run_demo(console: Console, count: int) -> int:
     reset_redis()
     console.print(f"SMTP server with STARTTLS + AUTH on {server.host}:{server.port}")
     worker = subprocess.Popen(
-        celery_worker_argv("email", hostname=f"demo-{os.getpid()}@%h"),
-        env=env,
+        celery_worker_argv("email", hostname=f"demo-{os.getpid()}@%h", quiet=True),
+        # Celery warns when it runs as root (a container, CI); the demo's worker is a
+        # throwaway on a private server, and the warning would be its only noise.
+        env={**env, "PYTHONWARNINGS": "ignore:You're running the worker with superuser"},
     )
     try:
         return _send_and_show(console, server, count)

@@ -179,3 +179,13 @@ def test_json_output_for_scripts(environment: dict[str, str]) -> None:
     ]
     missing = mailworker("campaign", "pause", "no-such-campaign", "--json", env={})
     assert missing.returncode == 1 and "no campaign" in missing.stderr
+
+
+def test_the_demo_delivers_and_prints_no_warning() -> None:
+    """`make demo` as a newcomer sees it: its own Redis (nothing answers at REDIS_URL here),
+    its own TLS + AUTH server, a worker; no deprecation or other warning on the way."""
+    run = mailworker("demo", "--count", "2", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "All 2 messages delivered" in output
+    assert not re.search(r"warn|deprecat", output, re.IGNORECASE), output

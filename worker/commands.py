@@ -13,11 +13,13 @@ def celery_worker_argv(
     concurrency: int = 4,
     loglevel: str = "WARNING",
     hostname: str | None = None,
+    quiet: bool = False,
 ) -> list[str]:
     argv = [
         sys.executable,
         "-m",
         "celery",
+        *(["--quiet"] if quiet else []),  # no banner (the demo prints its own story)
         "-A",
         app,
         "worker",
