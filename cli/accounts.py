@@ -109,7 +109,7 @@ def limits(accounts: tuple[str, ...], as_json: bool) -> None:
     """Show each account's configured limits and how much of them is in use right now.
 
     Limits are set on the account URL, e.g. SMTP_URL=...?rate=14/s,50000/d&cluster_connections=3
-    (see the README, "Rate limits").
+    (see docs/limits.md).
     """
     from mailworker.delivery.ratelimit import usage
     from mailworker.delivery.slots import slots_in_use

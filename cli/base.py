@@ -45,7 +45,8 @@ def main() -> None:
     """mailworker: queue email in Redis, deliver it with Celery over pooled TLS SMTP.
 
     Configuration comes from the environment (REDIS_URL, SMTP_URL, SMTP_URL_<NAME>, ...);
-    see the README. Start a worker with:  celery -A mailworker.worker worker -Q email
+    see docs/configuration.md. Start a worker with:
+    celery -A mailworker.worker worker -Q email.high,email
     """
 
 

@@ -35,7 +35,9 @@ def run_doctor(settings: Settings, *, online: bool = True) -> list[Finding]:
     findings = [_redis()]
     if not settings.accounts:
         findings.append(
-            Finding("accounts", False, "no SMTP account", "set SMTP_URL (see the README)")
+            Finding(
+                "accounts", False, "no SMTP account", "set SMTP_URL (see docs/configuration.md)"
+            )
         )
     for account in settings.accounts.values():
         report = asyncio.run(check_account(account, settings))
@@ -99,7 +101,7 @@ def _version(client: redis.Redis) -> str:
     try:
         return str(client.info("server").get("redis_version", "?"))
     except redis.exceptions.NoPermissionError:
-        return "?"  # an ACL user without INFO (the README's lock-down): not a problem
+        return "?"  # an ACL user without INFO (docs/security.md's lock-down): not a problem
 
 
 def _campaigns(settings: Settings) -> Finding:
@@ -134,7 +136,8 @@ def _dns(domain: str, *, signs_itself: bool = False) -> list[Finding]:
                 "dkim",
                 None,
                 f"check <selector>._domainkey.{domain} for your provider's selector",
-                "Gmail and Yahoo require DKIM for bulk senders (or set DKIM, see the README)",
+                "Gmail and Yahoo require DKIM for bulk senders "
+                "(or set DKIM, see docs/configuration.md)",
             )
         )
     return findings

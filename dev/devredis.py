@@ -62,8 +62,9 @@ class TlsFiles:
     ca: str
 
 
-# What mailworker's Redis user needs and no more (README "Locking down Redis"): its own keys,
-# the Celery remote-control channel it subscribes to and the event channels it publishes on
+# What mailworker's Redis user needs and no more (docs/security.md, "Locking down Redis"):
+# its own keys, the Celery remote-control channel it subscribes to and the event channels
+# it publishes on
 # (``/0`` is the database number of REDIS_URL), data and script commands, nothing
 # @dangerous (no FLUSHALL, CONFIG, KEYS, DEBUG, ACL, MONITOR), plus TIME for the Lua clocks.
 MAILWORKER_ACL_RULES = (

@@ -4,8 +4,8 @@ A provider module offers ``read(body, headers) -> list[Report]``: it proves the 
 genuine (a signature, a shared secret) or raises :class:`Refused`, and turns the
 provider's events into the same :class:`~mailworker.feedback.reports.Report` a bounce mail
 gives, so :func:`handle` applies them exactly as the bounce mailbox does. A Django or Flask
-view is three lines (README, "Provider events"); SendGrid, Postmark or Mailgun would each be
-one module with its own ``read``.
+view is three lines (docs/feedback.md, "Provider events"); SendGrid, Postmark or Mailgun
+would each be one module with its own ``read``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """mailworker's configuration: environment variables in, one frozen :class:`Settings` out.
 
-The variable names are a public contract (see README, "Configuration"). Code asks
+The variable names are a public contract (see docs/configuration.md). Code asks
 :func:`get_settings` for the process-wide value; it is read on first use, not at import,
 so a producer that never sends never needs SMTP settings. The ground floor: imports no
 other part of mailworker (only the error root, :mod:`mailworker.errors`).

@@ -1,5 +1,5 @@
 """What comes back after the 250: the bounce mailbox, the rules for bounces and complaints,
-and where events go (README, "Bounces, complaints and events").
+and where events go (docs/feedback.md).
 
 ``BOUNCE_MAILBOX_URL=imaps://user:pass@imap.example.com:993/INBOX`` names the mailbox DSNs
 and ARF reports arrive in: IMAP over implicit TLS only (a password never travels in clear),

@@ -26,7 +26,7 @@ queue_key = keys.queue_key
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings chosen for email delivery (see README, "Why these Celery settings")."""
+    """Celery settings chosen for email delivery (docs/workers.md)."""
     transport = {
         # How long Redis keeps an unacknowledged job before another worker may take it: a
         # killed worker's jobs come back after this. Safe to keep short because no job ever

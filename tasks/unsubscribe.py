@@ -58,7 +58,7 @@ def verify_token(token: str, settings: Settings | None = None) -> tuple[str, str
 
 def unsubscribe(token: str, *, client: redis.Redis | None = None) -> tuple[str, str]:
     """Verify ``token`` and suppress its address for the campaign's list; return what it
-    named. Receipts and password resets still reach the address (README, "Lists").
+    named. Receipts and password resets still reach the address (docs/feedback.md, "Lists").
 
     Raises :class:`InvalidToken` for any input that is not a genuine token: an endpoint
     answers it with 400, and only a missing UNSUBSCRIBE_SECRET is a different error."""

@@ -20,7 +20,7 @@ from mailworker.dev.devserver import DevServer, RecordingSMTP, Reply
 from tests.helpers import send_elsewhere, states_when_sent, worker_process
 from tests.test_cli import mailworker
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parent.parent / "docs" / "security.md"  # the Redis ACL, documented
 
 
 def _refuse_once(marker: str) -> Any:
