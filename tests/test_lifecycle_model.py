@@ -4,11 +4,12 @@ A hypothesis ``RuleBasedStateMachine`` drives store.lifecycle's atomic steps the
 workers, the broker, the mover, the reaper and operators would, in any order: enqueue (now
 or later), the broker delivering, duplicating and losing messages, workers claiming, the
 server's 250 / 4xx / 5xx, a worker vanishing (before or after the 250), leases lapsing,
-account pauses and `resume`, cancel, and workers whose clocks disagree (every wait is
-seconds on Redis's clock). After every step: each job is in exactly one state and in the
-one index that state implies; no recipient got two copies; every record has a TTL; and a
-job leaves the machine only through a terminal state. At the end every job that is not
-waiting for a far time is driven to a terminal state.
+account pauses and `resume`, cancel, a job's expiry coming (the housekeeper's step), and
+workers whose clocks disagree (every wait is seconds on Redis's clock). After every step:
+each job is in exactly one state and in the one index that state implies; no recipient got
+two copies; every record has a TTL; an expiring job is in the expiring index until its
+expiry comes; and a job leaves the machine only through a terminal state. At the end every
+job that is not waiting for a far time is driven to a terminal state.
 """
 
 from __future__ import annotations
@@ -66,20 +67,24 @@ class JobMachine(RuleBasedStateMachine):
         self.jobs: list[str] = []  # in enqueue order: ids are deterministic per example
         self.sends: dict[str, int] = {}  # job id -> copies the server accepted
         self.ended: set[str] = set()
+        self.expiring: set[str] = set()  # given an expiry that has not come yet
         self.claims = 0
 
     # -- the producer --------------------------------------------------------------------
-    @rule(target=messages, later=st.booleans())
-    def enqueue(self, later: bool) -> str:
+    @rule(target=messages, later=st.booleans(), expiring=st.booleans())
+    def enqueue(self, later: bool, expiring: bool) -> str:
         job_id = f"job-{len(self.jobs)}"
         payload = {"id": job_id, "attempt": 1, "to": [["", "r@example.com"]]}
-        send_at = None
-        if later:
-            send_at = float(self.client.time()[0]) + LATER
+        now = float(self.client.time()[0])
+        send_at = now + LATER if later else None
+        expires_at = now + 2 * LATER if expiring else None  # comes when a rule says so
         state, _ = lifecycle.enqueue(
-            job_id, payload, queue="model", account=ACCOUNT, send_at=send_at, client=self.client
-        )
+            job_id, payload, queue="model", account=ACCOUNT, send_at=send_at,
+            expires_at=expires_at, client=self.client,
+        )  # fmt: skip
         assert state == ("scheduled" if later else "queued")
+        if expiring:
+            self.expiring.add(job_id)
         self.jobs.append(job_id)
         self.sends[job_id] = 0
         return job_id  # a scheduled job has no message yet: claiming it must do nothing
@@ -185,6 +190,26 @@ class JobMachine(RuleBasedStateMachine):
         was = lifecycle.end_waiting(job_id, "cancelled", "operator", client=self.client)
         assert was == (before if before in lifecycle.WAITING else "")
 
+    @rule(data=st.data())
+    def expiry_comes(self, data: st.DataObject) -> None:
+        """Time passes for one job given an expiry; the housekeeper's step runs
+        (worker.housekeeping.expire_due): a waiting job ends expired, one being sent is its
+        worker's (it checks before the transaction), an ended one stays as it ended."""
+        expiring = self.client.zrange(keys.JOBS_EXPIRING, 0, -1)
+        if not expiring:
+            return
+        job_id = data.draw(st.sampled_from(sorted(expiring)))
+        self.client.zadd(keys.JOBS_EXPIRING, {job_id: float(self.client.time()[0]) - 1})
+        before = _state(self.client, job_id)
+        taken = lifecycle.take_expired(client=self.client)
+        assert job_id in taken and self.client.zscore(keys.JOBS_EXPIRING, job_id) is None
+        self.expiring -= set(taken)
+        for taken_id in taken:
+            was = lifecycle.end_waiting(taken_id, "expired", "expiry", client=self.client)
+            if taken_id == job_id:
+                assert was == (before if before in lifecycle.WAITING else "")
+                assert _state(self.client, job_id) == ("expired" if was else before)
+
     # -- helpers -------------------------------------------------------------------------
     def _holds(self, job_id: str, owner: str) -> bool:
         state, lease = self.client.hmget(keys.job_status(job_id), "state", "owner")
@@ -255,6 +280,10 @@ class JobMachine(RuleBasedStateMachine):
                 assert job_id not in self.ended, f"{job_id} came back from an end"
 
     @invariant()
+    def the_expiring_index_holds_exactly_the_expiries_to_come(self) -> None:
+        assert set(self.client.zrange(keys.JOBS_EXPIRING, 0, -1)) == self.expiring
+
+    @invariant()
     def nobody_gets_two_copies(self) -> None:
         assert all(copies <= 1 for copies in self.sends.values()), self.sends
 
@@ -285,6 +314,7 @@ class JobMachine(RuleBasedStateMachine):
             self.client.delete(keys.job_status(job_id))
             self.client.delete(keys.dead_letter(job_id))
         self.client.delete(keys.JOBS_QUEUED, keys.JOBS_DUE, keys.JOBS_LEASED, keys.DEAD)
+        self.client.delete(keys.JOBS_EXPIRING)
         self.client.delete(keys.held(ACCOUNT), keys.paused(ACCOUNT), keys.stats(ACCOUNT))
 
 
