@@ -18,16 +18,15 @@ from mailworker.settings import SettingsError, load_settings
 from mailworker.store.lifecycle import end_waiting
 from mailworker.store.pauses import resume_account
 from mailworker.tasks import send_email, status
-from tests.conftest import PASSWORD, USER
+from tests.conftest import _server
 from tests.helpers import extra_account, wait_for_status, wait_until
 
 
 @pytest.fixture
 def backup(certificate_dir: Path, ca: trustme.CA) -> Iterator[DevServer]:
-    with DevServer(
-        tls="implicit", users={USER: PASSWORD}, ca=ca, certificate_dir=certificate_dir
-    ) as running:
-        yield running
+    running = _server(certificate_dir, ca, tls="implicit")
+    yield running
+    running.stop()
 
 
 @contextmanager

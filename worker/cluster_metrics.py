@@ -29,8 +29,8 @@ from prometheus_client.registry import Collector
 
 from mailworker.settings import Settings
 from mailworker.store import campaigns, keys
-from mailworker.store.client import get_redis
-from mailworker.store.pauses import paused_until
+from mailworker.store.client import get_redis, text_map
+from mailworker.store.pauses import read_pause, stage_read_pause
 from mailworker.tasks.app import BULK_QUEUE, PRIORITY_QUEUE, TRANSACTIONAL_QUEUE
 from mailworker.worker.metrics import RateCollector
 
@@ -60,7 +60,10 @@ class ClusterCollector(Collector):
         pipe.zrange(keys.JOBS_QUEUED, 0, 0, withscores=True)
         pipe.zcard(keys.JOBS_DUE)
         pipe.zcard(keys.DEAD)
-        *depths, oldest, waiting, dead = pipe.execute()
+        for account in self.accounts:
+            stage_read_pause(pipe, account)
+        replies, n = pipe.execute(), len(QUEUES)
+        depths, (oldest, waiting, dead), pauses = replies[:n], replies[n : n + 3], replies[n + 3 :]
         depth = gauge("mailworker_queue_depth", "Messages waiting in a broker queue", ["queue"])
         for queue, count in zip(QUEUES, depths, strict=True):
             depth.add_metric([queue], count)
@@ -70,8 +73,8 @@ class ClusterCollector(Collector):
         yield gauge("mailworker_waiting_jobs", "Scheduled, deferred and paused jobs", [], waiting)
         yield gauge("mailworker_dead_letters", "Dead letters kept", [], dead)
         paused = gauge("mailworker_account_paused", "1 while the account is paused", ["account"])
-        for account in self.accounts:
-            paused.add_metric([account], 1 if paused_until(account, client=client) else 0)
+        for account, record in zip(self.accounts, pauses, strict=True):
+            paused.add_metric([account], 1 if read_pause(text_map(record)) else 0)
         yield paused
         yield self._campaign_progress(client)
 

@@ -176,9 +176,9 @@ class JobRun:
         except DeliveryError as exc:
             verdict = classify_error(exc)
             log_attempt(job, verdict.decision.value, started, exc.code)
-            failing = failing_for(via, self.client)
-            after = self.settings.failover_after
-            if not last and fails_over(verdict, exc.stage, failing_for=failing, after=after):
+            # The failing clock is read only when there is an account to hand the job to.
+            if not last and fails_over(verdict, exc.stage, after=self.settings.failover_after,
+                                       failing_for=failing_for(via, self.client)):  # fmt: skip
                 self._hand_on(verdict, str(exc), exc.code)
                 return None
             return self._whole_message_failed(verdict, str(exc), exc.reply)
